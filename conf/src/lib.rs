@@ -1,0 +1,74 @@
+//! postern's configuration, with Postfix's syntax and semantics.
+//!
+//! - [`maincf`] reads main.cf (`name = value`, continuation lines, comments);
+//!   [`expand`] implements `$name`, `${name?text}`, `${name:text}` and friends.
+//! - [`params`] is the one parameter registry (name, type, default, doc) and
+//!   the typed [`Config`] built from it, validated once with every error
+//!   collected (file, line, parameter, what is allowed).
+//! - [`nexthop`] and [`tls`] parse the value syntaxes shared by several programs.
+//!
+//! Programs call [`load`] with the configuration directory from
+//! [`config_dir`] (`-c DIR`, `MAIL_CONFIG`, or `/etc/postern`).
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod expand;
+pub mod maincf;
+pub mod nexthop;
+pub mod params;
+pub mod tls;
+pub mod values;
+
+pub use error::{Error, Errors, Origin};
+pub use maincf::MainCf;
+pub use params::{Config, PARAMS, ParamDef};
+
+use std::path::{Path, PathBuf};
+
+/// The default configuration directory.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/postern";
+
+/// The configuration directory: `explicit` (from `-c DIR`) if given, else
+/// `$MAIL_CONFIG`, else `/etc/postern`.
+pub fn config_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(d) = explicit {
+        return d.to_path_buf();
+    }
+    match std::env::var_os("MAIL_CONFIG") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(DEFAULT_CONFIG_DIR),
+    }
+}
+
+/// Reads `dir/main.cf` and builds the configuration, with `overrides`
+/// (`-o name=value`) taking precedence. `config_directory` is set to `dir`
+/// unless main.cf sets it.
+///
+/// # Errors
+/// Every problem found, each naming file, line and parameter.
+pub fn load(dir: &Path, overrides: &[(String, String, Origin)]) -> Result<Config, Errors> {
+    let main = MainCf::load(&dir.join("main.cf")).map_err(Errors)?;
+    build(main, dir, overrides)
+}
+
+/// Builds the configuration from an already parsed main.cf (see [`load`]).
+///
+/// # Errors
+/// Every problem found, each naming file, line and parameter.
+pub fn build(
+    mut main: MainCf,
+    dir: &Path,
+    overrides: &[(String, String, Origin)],
+) -> Result<Config, Errors> {
+    if main.get("config_directory").is_none() {
+        main.entries.insert(
+            0,
+            maincf::Entry {
+                name: "config_directory".into(),
+                value: dir.display().to_string().replace('$', "$$"),
+                line: 0,
+            },
+        );
+    }
+    Config::build(&main, overrides)
+}

@@ -1,0 +1,819 @@
+//! The parameter registry: every main.cf parameter postern knows, with its
+//! type, its Postfix-syntax default and a one-line description. From this one
+//! table come the typed [`Config`], `postconf -d`, and the parameter list of
+//! the postern.cf(5) manual page (a test checks that the manual documents each
+//! parameter).
+
+use crate::error::{Error, Errors, Origin};
+use crate::expand::expand;
+use crate::maincf::MainCf;
+use crate::values;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The type of a parameter, which fixes how its value is parsed and described.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text.
+    Text,
+    /// `yes` or `no`.
+    Bool,
+    /// A whole number within bounds.
+    Int {
+        /// Smallest allowed value.
+        min: i64,
+        /// Largest allowed value.
+        max: i64,
+    },
+    /// A time with a unit (s, m, h, d, w); `unit` applies to bare numbers.
+    Time {
+        /// Unit of a bare number.
+        unit: char,
+    },
+    /// A size in bytes.
+    Size,
+    /// A list of items separated by commas or white space.
+    List,
+    /// A list of lookup tables (`type:name`), searched in order.
+    Maps,
+    /// One word from a fixed set.
+    Choice(&'static [&'static str]),
+}
+
+impl Kind {
+    /// How the type is described in errors and the manual.
+    pub fn describe(&self) -> String {
+        match self {
+            Kind::Text => "text".into(),
+            Kind::Bool => "yes or no".into(),
+            Kind::Int { min, max } if *max == i64::MAX => format!("a whole number >= {min}"),
+            Kind::Int { min, max } => format!("a whole number from {min} to {max}"),
+            Kind::Time { unit } => format!("a time (s, m, h, d, w; bare numbers in '{unit}')"),
+            Kind::Size => "a size in bytes".into(),
+            Kind::List => "a list separated by commas or spaces".into(),
+            Kind::Maps => "a list of lookup tables, type:name".into(),
+            Kind::Choice(c) => format!("one of: {}", c.join(", ")),
+        }
+    }
+}
+
+/// One parameter of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDef {
+    /// The main.cf name.
+    pub name: &'static str,
+    /// The type.
+    pub kind: Kind,
+    /// The default as `postconf -d` prints it (may contain `$name`). For
+    /// parameters computed at run time (myhostname, mydomain, ...) this is
+    /// empty and [`computed_default`] supplies the value.
+    pub default: &'static str,
+    /// One-line description.
+    pub doc: &'static str,
+}
+
+/// Conversion from a parameter's expanded text to a typed field value.
+pub trait FromParam: Sized {
+    /// Parses `s` according to `kind`.
+    ///
+    /// # Errors
+    /// A description of what is allowed.
+    fn from_param(kind: Kind, s: &str) -> Result<Self, String>;
+}
+
+impl FromParam for String {
+    fn from_param(kind: Kind, s: &str) -> Result<Self, String> {
+        if let Kind::Choice(allowed) = kind {
+            let v = s.trim();
+            if allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                return Ok(v.to_ascii_lowercase());
+            }
+            return Err(format!("expected one of: {}", allowed.join(", ")));
+        }
+        Ok(s.trim().to_string())
+    }
+}
+
+impl FromParam for bool {
+    fn from_param(_: Kind, s: &str) -> Result<Self, String> {
+        values::parse_bool(s)
+    }
+}
+
+impl FromParam for i64 {
+    fn from_param(kind: Kind, s: &str) -> Result<Self, String> {
+        match kind {
+            Kind::Int { min, max } => values::parse_int(s, min, max),
+            _ => values::parse_int(s, i64::MIN, i64::MAX),
+        }
+    }
+}
+
+impl FromParam for Duration {
+    fn from_param(kind: Kind, s: &str) -> Result<Self, String> {
+        match kind {
+            Kind::Time { unit } => values::parse_time(s, unit),
+            _ => values::parse_time(s, 's'),
+        }
+    }
+}
+
+impl FromParam for u64 {
+    fn from_param(_: Kind, s: &str) -> Result<Self, String> {
+        values::parse_size(s)
+    }
+}
+
+impl FromParam for Vec<String> {
+    fn from_param(kind: Kind, s: &str) -> Result<Self, String> {
+        let items = values::split_list(s);
+        if kind == Kind::Maps {
+            for it in &items {
+                if !it.contains(':') {
+                    return Err(format!(
+                        "\"{it}\" is not a lookup table; expected type:name, e.g. hash:/etc/postern/transport"
+                    ));
+                }
+            }
+        }
+        Ok(items)
+    }
+}
+
+macro_rules! registry {
+    ($( $field:ident $( as $pname:literal )? : $ty:ty, $kind:expr, $default:expr, $doc:expr; )*) => {
+        /// Every parameter postern knows, in registry order.
+        pub static PARAMS: &[ParamDef] = &[
+            $( ParamDef {
+                name: registry!(@name $field $( $pname )?),
+                kind: $kind,
+                default: $default,
+                doc: $doc,
+            }, )*
+        ];
+
+        /// The typed configuration of one program or service: every registry
+        /// parameter, expanded and validated once.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( #[doc = $doc] pub $field: $ty, )*
+            /// Raw values and origins, for parameters outside the registry
+            /// (user-defined names, per-transport names such as
+            /// `relay_destination_concurrency_limit`) and for `postconf`.
+            pub resolver: Resolver,
+        }
+
+        impl Config {
+            fn from_resolver(resolver: Resolver) -> Result<Config, Errors> {
+                let mut errors = Errors::default();
+                let cfg = Config {
+                    $( $field: resolver.typed::<$ty>(
+                        registry!(@name $field $( $pname )?), $kind, &mut errors), )*
+                    resolver,
+                };
+                if errors.is_empty() { Ok(cfg) } else { Err(errors) }
+            }
+        }
+    };
+    (@name $field:ident $pname:literal) => { $pname };
+    (@name $field:ident) => { stringify!($field) };
+}
+
+use Kind::*;
+
+const TIME_S: Kind = Time { unit: 's' };
+const TIME_H: Kind = Time { unit: 'h' };
+const TIME_D: Kind = Time { unit: 'd' };
+const NONNEG: Kind = Int {
+    min: 0,
+    max: i64::MAX,
+};
+const POSITIVE: Kind = Int {
+    min: 1,
+    max: i64::MAX,
+};
+
+const TLS_LEVELS: &[&str] = &[
+    "none",
+    "may",
+    "encrypt",
+    "verify",
+    "secure",
+    "dane",
+    "dane-only",
+];
+const FACILITIES: &[&str] = &[
+    "mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+];
+
+registry! {
+    // --- Locations and identity -------------------------------------------------
+    config_directory: String, Text, "/etc/postern",
+        "Directory with main.cf and master.cf; programs also honour MAIL_CONFIG and -c.";
+    queue_directory: String, Text, "/var/spool/postern",
+        "Root of the mail queue: maildrop, incoming, active, deferred, hold, corrupt and the index.";
+    data_directory: String, Text, "/var/lib/postern",
+        "Directory for postern's own writable data other than the queue (token caches, locks).";
+    daemon_directory: String, Text, "/usr/lib/postern",
+        "Directory with the daemon programs (qmgr, smtp, pickup, smtpd); unset in a build tree means beside postern itself.";
+    command_directory: String, Text, "/usr/sbin",
+        "Directory with the administrative commands (postern, postqueue, postsuper, postconf, postcat, postmap).";
+    mail_owner: String, Text, "postern",
+        "Unprivileged account the daemons run as when started by root; it owns the queue.";
+    mail_name: String, Text, "postern",
+        "Name of the mail system, used in Received: headers and the SMTP greeting.";
+    mail_version: String, Text, "",
+        "Version of postern (read-only).";
+    myhostname: String, Text, "",
+        "Internet host name of this mail system; default: the system's fully qualified host name.";
+    mydomain: String, Text, "",
+        "Internet domain name of this mail system; default: $myhostname without its first label.";
+    myorigin: String, Text, "$myhostname",
+        "Domain appended to unqualified addresses of locally submitted mail.";
+    mydestination: Vec<String>, List, "$myhostname, localhost.$mydomain, localhost",
+        "Domains this machine considers its own: their recipients go through alias_maps and local_transport.";
+    inet_interfaces: Vec<String>, List, "all",
+        "Network interface addresses the SMTP server listens on (all, loopback-only, or addresses).";
+    inet_protocols: Vec<String>, List, "all",
+        "Internet protocols to use: ipv4, ipv6 or all.";
+    compatibility_level: String, Text, "3.6",
+        "Postfix compatibility level whose defaults postern follows (accepted for Postfix configurations).";
+
+    // --- Logging ----------------------------------------------------------------
+    syslog_name: String, Text, "postern",
+        "Prefix of the syslog ident: programs log as $syslog_name/<program>[pid].";
+    syslog_facility: String, Choice(FACILITIES), "mail",
+        "Syslog facility of postern's log lines.";
+    maillog_file: String, Text, "",
+        "Write log lines to this file (or /dev/stdout, /dev/stderr) instead of syslog.";
+    delay_logging_resolution_limit: i64, Int { min: 0, max: 6 }, "2",
+        "Maximal number of decimals in delay= and delays= log fields.";
+
+    // --- Message limits -----------------------------------------------------------
+    message_size_limit: u64, Size, "10240000",
+        "Largest message (headers and body, bytes) accepted; 0 means no limit.";
+    header_size_limit: i64, POSITIVE, "102400",
+        "Largest total size of a message header (bytes); longer headers are cut into the body.";
+    line_length_limit: i64, POSITIVE, "2048",
+        "Longest line (bytes) kept intact on input; longer lines are broken.";
+    hopcount_limit: i64, POSITIVE, "50",
+        "Largest number of Received: headers before a message is bounced as looping.";
+
+    // --- Address rewriting and headers -------------------------------------------
+    append_at_myorigin: bool, Bool, "yes",
+        "Append @$myorigin to locally submitted addresses without a domain.";
+    append_dot_mydomain: bool, Bool, "no",
+        "Append .$mydomain to addresses whose domain has no dot.";
+    recipient_delimiter: String, Text, "",
+        "Characters that separate a user name from an address extension (user+ext).";
+    alias_maps: Vec<String>, Maps, "hash:/etc/aliases",
+        "Alias tables (aliases(5) format) for recipients in $mydestination, as local(8) uses them.";
+    alias_database: Vec<String>, Maps, "hash:/etc/aliases",
+        "Alias tables that newaliases checks.";
+    virtual_alias_maps: Vec<String>, Maps, "",
+        "Tables that rewrite recipient addresses of any domain to one or more addresses.";
+    canonical_maps: Vec<String>, Maps, "",
+        "Tables that rewrite sender and recipient addresses in the envelope and headers.";
+    sender_canonical_maps: Vec<String>, Maps, "",
+        "Tables that rewrite sender addresses in the envelope and headers.";
+    recipient_canonical_maps: Vec<String>, Maps, "",
+        "Tables that rewrite recipient addresses in the envelope and headers.";
+    canonical_classes: Vec<String>, List, "envelope_sender, envelope_recipient, header_sender, header_recipient",
+        "Which addresses canonical_maps rewrites.";
+    sender_canonical_classes: Vec<String>, List, "envelope_sender, header_sender",
+        "Which addresses sender_canonical_maps rewrites.";
+    recipient_canonical_classes: Vec<String>, List, "envelope_recipient, header_recipient",
+        "Which addresses recipient_canonical_maps rewrites.";
+    smtp_generic_maps: Vec<String>, Maps, "",
+        "Tables that rewrite addresses in mail leaving through the SMTP client (envelope and headers).";
+    propagate_unmatched_extensions: Vec<String>, List, "canonical, virtual",
+        "Lookup tables whose results inherit an unmatched address extension.";
+    undisclosed_recipients_header: String, Text, "",
+        "Header added when a message has no To: or Cc: header (empty: add none).";
+    always_add_missing_headers: bool, Bool, "no",
+        "Add missing From:, Date: and Message-ID: headers to all mail, not only to local submissions.";
+    hfrom_format: String, Choice(&["standard", "obsolete"]), "standard",
+        "Format of an added From: header: standard is \"Name <addr>\", obsolete \"addr (Name)\".";
+    empty_address_recipient: String, Text, "MAILER-DAEMON",
+        "Recipient of mail addressed to the null address.";
+    smtputf8_enable: bool, Bool, "yes",
+        "Support SMTPUTF8 (UTF-8 addresses and headers).";
+
+    // --- Routing ---------------------------------------------------------------------
+    relayhost: String, Text, "",
+        "Default next hop: [host]:port (no MX lookup), host:port or domain (MX lookup); empty means direct MX delivery.";
+    transport_maps: Vec<String>, Maps, "",
+        "Tables that map recipient addresses or domains to transport:nexthop.";
+    default_transport: String, Text, "smtp",
+        "Transport for recipients not in $mydestination or $relay_domains (transport or transport:nexthop).";
+    relay_transport: String, Text, "relay",
+        "Transport for recipients in $relay_domains.";
+    local_transport: String, Text, "error:5.1.1 local delivery is not available on this relay; add the address to alias_maps or virtual_alias_maps",
+        "Transport for recipients in $mydestination that no alias rewrote (postern has no local mailbox delivery).";
+    relay_domains: Vec<String>, List, "",
+        "Domains this machine relays mail to (with relay_transport).";
+    sender_dependent_relayhost_maps: Vec<String>, Maps, "",
+        "Tables that choose the relay host by envelope sender address or @domain.";
+    sender_dependent_default_transport_maps: Vec<String>, Maps, "",
+        "Tables that choose the default transport by envelope sender address or @domain.";
+
+    // --- Queue and scheduling ------------------------------------------------------
+    soft_bounce: bool, Bool, "no",
+        "Defer instead of bouncing (for testing a configuration without losing mail).";
+    maximal_queue_lifetime: Duration, TIME_D, "5d",
+        "Time a message may stay in the queue before it is bounced as undeliverable.";
+    bounce_queue_lifetime: Duration, TIME_D, "5d",
+        "Time a bounce message may stay in the queue before it is discarded.";
+    minimal_backoff_time: Duration, TIME_S, "300s",
+        "Shortest time between delivery attempts of a deferred message.";
+    maximal_backoff_time: Duration, TIME_S, "4000s",
+        "Longest time between delivery attempts of a deferred message.";
+    queue_run_delay: Duration, TIME_S, "300s",
+        "Time between scans of the deferred queue for messages that are due.";
+    delay_warning_time: Duration, TIME_H, "0h",
+        "Send the sender a warning after a message has been delayed this long (0 turns warnings off).";
+    qmgr_message_active_limit: i64, POSITIVE, "20000",
+        "Largest number of messages in the active queue.";
+    default_process_limit: i64, POSITIVE, "100",
+        "Default maxproc of master.cf services: for a delivery agent, its number of simultaneous deliveries.";
+    default_destination_concurrency_limit: i64, POSITIVE, "20",
+        "Default largest number of parallel deliveries to one destination.";
+    smtp_destination_concurrency_limit: i64, POSITIVE, "$default_destination_concurrency_limit",
+        "Largest number of parallel deliveries to one destination with the smtp transport.";
+    initial_destination_concurrency: i64, POSITIVE, "5",
+        "Number of parallel deliveries a destination starts with before concurrency grows.";
+    default_destination_recipient_limit: i64, POSITIVE, "50",
+        "Default largest number of recipients per message delivery.";
+    smtp_destination_recipient_limit: i64, POSITIVE, "$default_destination_recipient_limit",
+        "Largest number of recipients per message delivery with the smtp transport.";
+    default_destination_rate_delay: Duration, TIME_S, "0s",
+        "Default pause between two deliveries to the same destination.";
+    smtp_destination_rate_delay: Duration, TIME_S, "$default_destination_rate_delay",
+        "Pause between two deliveries to the same destination with the smtp transport.";
+    default_destination_concurrency_failed_cohort_limit: i64, POSITIVE, "1",
+        "Connection failures in a row after which a destination is considered dead until its next retry.";
+
+    // --- Notifications -------------------------------------------------------------------
+    notify_classes: Vec<String>, List, "resource, software",
+        "Problem classes reported to the postmaster: bounce, 2bounce, delay, policy, protocol, resource, software.";
+    bounce_notice_recipient: String, Text, "postmaster",
+        "Recipient of postmaster copies of bounces (notify_classes bounce).";
+    double_bounce_notice_recipient as "2bounce_notice_recipient": String, Text, "postmaster",
+        "Recipient of undeliverable bounces (notify_classes 2bounce).";
+    delay_notice_recipient: String, Text, "postmaster",
+        "Recipient of postmaster copies of delay warnings (notify_classes delay).";
+    error_notice_recipient: String, Text, "postmaster",
+        "Recipient of reports of resource, software and protocol problems.";
+    double_bounce_sender: String, Text, "double-bounce",
+        "Sender of postmaster notices; mail to it is discarded, which ends bounce loops.";
+    bounce_size_limit: i64, POSITIVE, "50000",
+        "Largest amount of the original message (bytes) returned in a bounce.";
+
+    // --- SMTP client -----------------------------------------------------------------------
+    smtp_helo_name: String, Text, "$myhostname",
+        "Host name sent in the SMTP EHLO or HELO command.";
+    smtp_connect_timeout: Duration, TIME_S, "30s",
+        "Time limit for completing a TCP connection to the server.";
+    smtp_helo_timeout: Duration, TIME_S, "300s",
+        "Time limit for the greeting and the EHLO reply.";
+    smtp_starttls_timeout: Duration, TIME_S, "300s",
+        "Time limit for the STARTTLS exchange and the TLS handshake.";
+    smtp_mail_timeout: Duration, TIME_S, "300s",
+        "Time limit for the reply to MAIL FROM.";
+    smtp_rcpt_timeout: Duration, TIME_S, "300s",
+        "Time limit for the reply to RCPT TO.";
+    smtp_data_init_timeout: Duration, TIME_S, "120s",
+        "Time limit for the reply to DATA.";
+    smtp_data_xfer_timeout: Duration, TIME_S, "180s",
+        "Time limit for sending message content when the server stops reading.";
+    smtp_data_done_timeout: Duration, TIME_S, "600s",
+        "Time limit for the reply to the end of the message.";
+    smtp_quit_timeout: Duration, TIME_S, "300s",
+        "Time limit for the reply to QUIT.";
+    smtp_skip_5xx_greeting: bool, Bool, "yes",
+        "Try the next server (instead of bouncing) when a server greets with a 5xx reply.";
+    smtp_always_send_ehlo: bool, Bool, "yes",
+        "Always send EHLO at the start of a session.";
+    smtp_host_lookup: Vec<String>, List, "dns",
+        "How the client finds server addresses: dns, native (the system resolver), or both in order.";
+    smtp_mx_address_limit: i64, NONNEG, "5",
+        "Largest number of MX server addresses tried for one delivery (0: no limit).";
+    smtp_mx_session_limit: i64, NONNEG, "2",
+        "Largest number of SMTP sessions tried for one delivery (0: no limit).";
+    smtp_address_preference: String, Choice(&["any", "ipv4", "ipv6"]), "any",
+        "Address family tried first when a server has IPv4 and IPv6 addresses.";
+    smtp_connection_cache_on_demand: bool, Bool, "yes",
+        "Keep a session open when more mail for the same destination is waiting, and reuse it.";
+    smtp_connection_cache_time_limit: Duration, TIME_S, "2s",
+        "How long an unused cached session stays open.";
+    smtp_connection_reuse_time_limit: Duration, TIME_S, "300s",
+        "How long a session may be reused before it is closed.";
+    smtp_connection_reuse_count_limit: i64, NONNEG, "0",
+        "How many times a session may be reused (0: no limit).";
+    smtp_line_length_limit: i64, NONNEG, "998",
+        "Longest line sent; longer lines are folded (0: no limit).";
+    smtp_pix_workaround_threshold_time: Duration, TIME_S, "500s",
+        "Accepted for Postfix compatibility; postern does not apply PIX workarounds.";
+
+    // --- SMTP client TLS -----------------------------------------------------------------
+    smtp_tls_security_level: String, Choice(TLS_LEVELS), "may",
+        "TLS for outgoing mail: none, may (opportunistic), encrypt, verify or secure (certificate and name checked).";
+    smtp_tls_wrappermode: bool, Bool, "no",
+        "Use implicit TLS (SMTPS, port 465) instead of STARTTLS.";
+    smtp_tls_cafile as "smtp_tls_CAfile": String, Text, "",
+        "File with trusted CA certificates (PEM); empty means the system's trust store.";
+    smtp_tls_capath as "smtp_tls_CApath": String, Text, "",
+        "Directory with trusted CA certificates (hashed, as c_rehash makes).";
+    smtp_tls_cert_file: String, Text, "",
+        "Client certificate (PEM) presented to servers, e.g. for a certificate-based Exchange Online connector.";
+    smtp_tls_key_file: String, Text, "$smtp_tls_cert_file",
+        "Private key (PEM) of smtp_tls_cert_file.";
+    smtp_tls_mandatory_protocols: String, Text, ">=TLSv1.2",
+        "TLS protocols allowed at the encrypt, verify and secure levels, e.g. >=TLSv1.2.";
+    smtp_tls_protocols: String, Text, ">=TLSv1.2",
+        "TLS protocols allowed at the may level.";
+    smtp_tls_mandatory_ciphers: String, Choice(&["high", "medium", "low", "export", "null"]), "medium",
+        "Cipher grade at the encrypt, verify and secure levels.";
+    smtp_tls_ciphers: String, Choice(&["high", "medium", "low", "export", "null"]), "medium",
+        "Cipher grade at the may level.";
+    smtp_tls_servername: String, Text, "",
+        "SNI name sent to the server: empty (none), hostname (the server name), nexthop, or a literal name.";
+    smtp_tls_verify_cert_match: Vec<String>, List, "hostname",
+        "Names a server certificate must match at the verify level.";
+    smtp_tls_secure_cert_match: Vec<String>, List, "nexthop, dot-nexthop",
+        "Names a server certificate must match at the secure level.";
+    smtp_tls_loglevel: i64, Int { min: 0, max: 4 }, "0",
+        "TLS logging: 0 none, 1 a summary line per connection, 2 and more for debugging.";
+    smtp_tls_note_starttls_offer: bool, Bool, "no",
+        "Log the host names of servers that offer STARTTLS when TLS is not used.";
+
+    // --- SMTP client authentication --------------------------------------------------------
+    smtp_sasl_auth_enable: bool, Bool, "no",
+        "Authenticate to the server with SASL (AUTH PLAIN, LOGIN).";
+    smtp_sasl_password_maps: Vec<String>, Maps, "",
+        "Tables of user:password by [host]:port, host, or (with smtp_sender_dependent_authentication) sender.";
+    smtp_sasl_security_options: Vec<String>, List, "noplaintext, noanonymous",
+        "SASL restrictions without TLS: noplaintext forbids PLAIN and LOGIN, noanonymous forbids anonymous.";
+    smtp_sasl_tls_security_options: Vec<String>, List, "noanonymous",
+        "SASL restrictions over TLS (plaintext mechanisms are then safe).";
+    smtp_sasl_mechanism_filter: Vec<String>, List, "",
+        "Mechanisms the client may use, e.g. login or plain; empty means all that the server offers and postern supports.";
+    smtp_sender_dependent_authentication: bool, Bool, "no",
+        "Look up smtp_sasl_password_maps by envelope sender first.";
+}
+
+/// A runtime default: values that depend on the machine.
+pub fn computed_default(name: &str) -> Option<String> {
+    match name {
+        "myhostname" => Some(system_hostname()),
+        "mydomain" => Some(domain_of(&system_hostname())),
+        "mail_version" => Some(env!("CARGO_PKG_VERSION").to_string()),
+        _ => None,
+    }
+}
+
+/// `host` without its first label, or `localdomain` when it has only one.
+pub fn domain_of(host: &str) -> String {
+    match host.split_once('.') {
+        Some((_, d)) if !d.is_empty() => d.to_string(),
+        _ => "localdomain".to_string(),
+    }
+}
+
+/// The system's host name; Postfix appends `.localdomain` to a name without dots.
+fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    if name.contains('.') {
+        name.to_ascii_lowercase()
+    } else {
+        format!("{}.localdomain", name.to_ascii_lowercase())
+    }
+}
+
+/// The registry entry for `name`.
+pub fn param(name: &str) -> Option<&'static ParamDef> {
+    static INDEX: std::sync::OnceLock<HashMap<&'static str, &'static ParamDef>> =
+        std::sync::OnceLock::new();
+    INDEX
+        .get_or_init(|| PARAMS.iter().map(|p| (p.name, p)).collect())
+        .get(name)
+        .copied()
+}
+
+/// Raw parameter values from every source, in precedence order: service
+/// overrides (`-o` in master.cf or on the command line), main.cf, then
+/// defaults. Values are expanded on request.
+#[derive(Debug, Clone, Default)]
+pub struct Resolver {
+    main: HashMap<String, (String, Origin)>,
+    overrides: HashMap<String, (String, Origin)>,
+}
+
+impl Resolver {
+    /// Builds a resolver from main.cf and overrides (later overrides win).
+    pub fn new(main: &MainCf, overrides: &[(String, String, Origin)]) -> Resolver {
+        let mut r = Resolver::default();
+        for e in &main.entries {
+            r.main.insert(
+                e.name.clone(),
+                (
+                    e.value.clone(),
+                    Origin::File {
+                        path: main.path.clone(),
+                        line: e.line,
+                    },
+                ),
+            );
+        }
+        for (n, v, o) in overrides {
+            r.overrides.insert(n.clone(), (v.clone(), o.clone()));
+        }
+        r
+    }
+
+    /// The unexpanded value of `name` and where it came from; `None` when the
+    /// name is neither set nor known to the registry.
+    pub fn raw(&self, name: &str) -> Option<(String, Origin)> {
+        if let Some(v) = self.overrides.get(name) {
+            return Some(v.clone());
+        }
+        if let Some(v) = self.main.get(name) {
+            return Some(v.clone());
+        }
+        if name == "mydomain" {
+            // Postfix derives mydomain from the configured myhostname.
+            let host = self.get("myhostname").ok().flatten().unwrap_or_default();
+            return Some((domain_of(&host), Origin::Default));
+        }
+        if let Some(v) = computed_default(name) {
+            return Some((v, Origin::Default));
+        }
+        param(name).map(|p| (p.default.to_string(), Origin::Default))
+    }
+
+    /// True when `name` is set in main.cf or by an override.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.overrides.contains_key(name) || self.main.contains_key(name)
+    }
+
+    /// Names set in main.cf or by overrides.
+    pub fn set_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .main
+            .keys()
+            .chain(self.overrides.keys())
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The expanded value of `name`; `Ok(None)` when the name is unknown and unset.
+    ///
+    /// # Errors
+    /// A malformed `$name` reference or a reference loop.
+    pub fn get(&self, name: &str) -> Result<Option<String>, Error> {
+        let Some((raw, origin)) = self.raw(name) else {
+            return Ok(None);
+        };
+        let lookup = |n: &str| self.raw(n).map(|(v, _)| v);
+        expand(&raw, &lookup)
+            .map(Some)
+            .map_err(|message| Error::Expansion {
+                origin,
+                name: name.to_string(),
+                message,
+            })
+    }
+
+    /// Expands arbitrary text against these parameters.
+    ///
+    /// # Errors
+    /// A malformed `$name` reference or a reference loop.
+    pub fn expand_text(&self, text: &str) -> Result<String, String> {
+        let lookup = |n: &str| self.raw(n).map(|(v, _)| v);
+        expand(text, &lookup)
+    }
+
+    fn typed<T: FromParam + Default>(&self, name: &str, kind: Kind, errors: &mut Errors) -> T {
+        let value = match self.get(name) {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) => {
+                errors.push(e);
+                return T::default();
+            }
+        };
+        match T::from_param(kind, &value) {
+            Ok(v) => v,
+            Err(allowed) => {
+                let origin = self.raw(name).map(|(_, o)| o).unwrap_or_default();
+                errors.push(Error::BadValue {
+                    origin,
+                    name: name.to_string(),
+                    value,
+                    allowed,
+                });
+                T::default()
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Builds and validates the configuration from main.cf plus overrides.
+    ///
+    /// # Errors
+    /// Every bad value and every bad `$name` reference, each naming file, line
+    /// and parameter.
+    pub fn build(main: &MainCf, overrides: &[(String, String, Origin)]) -> Result<Config, Errors> {
+        let cfg = Config::from_resolver(Resolver::new(main, overrides))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The configuration with every parameter at its default.
+    pub fn defaults() -> Config {
+        // Defaults are checked by a unit test, so this cannot fail.
+        Config::build(&MainCf::default(), &[]).expect("registry defaults are valid")
+    }
+
+    /// Checks that go beyond one value's type.
+    fn validate(&self) -> Result<(), Errors> {
+        let mut errors = Errors::default();
+        let origin = |n: &str| self.resolver.raw(n).map(|(_, o)| o).unwrap_or_default();
+        if self.minimal_backoff_time > self.maximal_backoff_time {
+            errors.push(Error::BadValue {
+                origin: origin("minimal_backoff_time"),
+                name: "minimal_backoff_time".into(),
+                value: values::format_time(self.minimal_backoff_time),
+                allowed: format!(
+                    "must not exceed maximal_backoff_time ({})",
+                    values::format_time(self.maximal_backoff_time)
+                ),
+            });
+        }
+        for name in ["smtp_tls_mandatory_protocols", "smtp_tls_protocols"] {
+            let v = self.resolver.get(name).ok().flatten().unwrap_or_default();
+            if let Err(allowed) = crate::tls::parse_protocols(&v) {
+                errors.push(Error::BadValue {
+                    origin: origin(name),
+                    name: name.into(),
+                    value: v,
+                    allowed,
+                });
+            }
+        }
+        for v in &self.smtp_host_lookup {
+            if v != "dns" && v != "native" {
+                errors.push(Error::BadValue {
+                    origin: origin("smtp_host_lookup"),
+                    name: "smtp_host_lookup".into(),
+                    value: self.smtp_host_lookup.join(", "),
+                    allowed: "expected dns, native, or both".into(),
+                });
+                break;
+            }
+        }
+        for v in &self.inet_protocols {
+            if !matches!(v.as_str(), "all" | "ipv4" | "ipv6") {
+                errors.push(Error::BadValue {
+                    origin: origin("inet_protocols"),
+                    name: "inet_protocols".into(),
+                    value: self.inet_protocols.join(", "),
+                    allowed: "expected all, ipv4, ipv6, or ipv4, ipv6".into(),
+                });
+                break;
+            }
+        }
+        if !self.relayhost.is_empty()
+            && let Err(allowed) = crate::nexthop::Nexthop::parse(&self.relayhost, 25)
+        {
+            errors.push(Error::BadValue {
+                origin: origin("relayhost"),
+                name: "relayhost".into(),
+                value: self.relayhost.clone(),
+                allowed,
+            });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The expanded value of any parameter, including names outside the registry.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.resolver.get(name).ok().flatten()
+    }
+
+    /// A per-transport parameter such as `relay_destination_concurrency_limit`:
+    /// `<transport>_<suffix>` if set or known, else `default_<suffix>`.
+    pub fn transport_param(&self, transport: &str, suffix: &str) -> Option<String> {
+        let specific = format!("{transport}_{suffix}");
+        if self.resolver.raw(&specific).is_some() {
+            return self.get(&specific);
+        }
+        self.get(&format!("default_{suffix}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn defaults_are_valid_and_names_unique() {
+        let c = Config::defaults();
+        assert_eq!(c.minimal_backoff_time, Duration::from_secs(300));
+        assert_eq!(c.maximal_queue_lifetime, Duration::from_secs(5 * 86400));
+        assert_eq!(c.smtp_destination_concurrency_limit, 20);
+        assert!(c.myorigin == c.myhostname);
+        let mut names: Vec<_> = PARAMS.iter().map(|p| p.name).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len(), "duplicate parameter names");
+        assert!(param("2bounce_notice_recipient").is_some());
+        for p in PARAMS {
+            assert!(!p.doc.is_empty() && p.doc.len() < 200, "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn main_cf_values_and_overrides() {
+        let main = MainCf::parse(
+            "myhostname = relay.contoso.com\nminimal_backoff_time = 60s\nrelayhost = [smtp.office365.com]:587\n",
+            Path::new("/etc/postern/main.cf"),
+        )
+        .unwrap();
+        let ov = vec![(
+            "minimal_backoff_time".to_string(),
+            "2m".to_string(),
+            Origin::CommandLine,
+        )];
+        let c = Config::build(&main, &ov).unwrap();
+        assert_eq!(c.myhostname, "relay.contoso.com");
+        assert_eq!(c.mydestination[0], "relay.contoso.com");
+        assert_eq!(c.mydestination[1], "localhost.contoso.com");
+        assert_eq!(c.minimal_backoff_time, Duration::from_secs(120));
+        assert_eq!(c.relayhost, "[smtp.office365.com]:587");
+        assert_eq!(
+            c.transport_param("smtp", "destination_concurrency_limit")
+                .as_deref(),
+            Some("20")
+        );
+        assert_eq!(
+            c.transport_param("relay", "destination_concurrency_limit")
+                .as_deref(),
+            Some("20")
+        );
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_file_and_line() {
+        let main = MainCf::parse(
+            "minimal_backoff_time = soon\nsmtp_tls_security_level = maybe\nsoft_bounce = perhaps\nmyorigin = ${broken\n",
+            Path::new("/etc/postern/main.cf"),
+        )
+        .unwrap();
+        let errs = Config::build(&main, &[]).unwrap_err();
+        let text = errs.to_string();
+        assert_eq!(errs.0.len(), 4, "{text}");
+        assert!(
+            text.contains("/etc/postern/main.cf:1: bad value for minimal_backoff_time: \"soon\""),
+            "{text}"
+        );
+        assert!(text.contains("/etc/postern/main.cf:2: bad value for smtp_tls_security_level: \"maybe\": expected one of: none, may"), "{text}");
+        assert!(
+            text.contains("/etc/postern/main.cf:3: bad value for soft_bounce"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/etc/postern/main.cf:4: myorigin: truncated macro reference"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cross_checks() {
+        let main = MainCf::parse(
+            "minimal_backoff_time = 2h\nmaximal_backoff_time = 1h\nrelayhost = [unclosed:25\nsmtp_tls_mandatory_protocols = TLSv9\n",
+            Path::new("m"),
+        )
+        .unwrap();
+        let errs = Config::build(&main, &[]).unwrap_err();
+        assert_eq!(errs.0.len(), 3, "{errs}");
+    }
+}

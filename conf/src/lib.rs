@@ -6,16 +6,31 @@
 //!   the typed [`Config`] built from it, validated once with every error
 //!   collected (file, line, parameter, what is allowed).
 //! - [`nexthop`] and [`tls`] parse the value syntaxes shared by several programs.
+//! - [`tables`] opens Postfix lookup tables (`hash:`, `texthash:`, `inline:`,
+//!   `static:`, `cidr:`, `regexp:`, `pcre:`) and searches them in Postfix's
+//!   orders ([`tables::Maps`]).
+//! - [`mastercf`] reads master.cf into [`mastercf::Service`] entries and
+//!   prints them as `postconf -M` does.
+//! - [`edit`] rewrites main.cf for `postconf -e`, `-X` and `-#`, keeping
+//!   everything else byte for byte, and replaces files atomically.
 //!
 //! Programs call [`load`] with the configuration directory from
 //! [`config_dir`] (`-c DIR`, `MAIL_CONFIG`, or `/etc/postern`).
 #![deny(missing_docs)]
+// `Error` carries what an operator needs (file, line, parameter or table,
+// value, what is allowed), which makes it larger than clippy likes. Errors
+// are rare and never on a per-message path that would notice the copy, so
+// it stays unboxed and easy to match.
+#![allow(clippy::result_large_err)]
 
+pub mod edit;
 pub mod error;
 pub mod expand;
 pub mod maincf;
+pub mod mastercf;
 pub mod nexthop;
 pub mod params;
+pub mod tables;
 pub mod tls;
 pub mod values;
 

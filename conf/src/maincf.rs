@@ -26,8 +26,12 @@ pub struct MainCf {
     pub entries: Vec<Entry>,
 }
 
-/// One logical line: the text and the line number where it started.
-pub(crate) fn logical_lines(text: &str) -> (Vec<(usize, String)>, Vec<(usize, String)>) {
+/// Text with the number of the line it belongs to.
+type NumberedLines = Vec<(usize, String)>;
+
+/// The logical lines (text and the line number where each started) and
+/// warnings about stray continuation lines.
+pub(crate) fn logical_lines(text: &str) -> (NumberedLines, NumberedLines) {
     let mut lines: Vec<(usize, String)> = Vec::new();
     let mut warnings = Vec::new();
     let mut last_was_content = false;

@@ -4,7 +4,7 @@
 //! POSTERN-QUEUE 1                      magic and format version
 //! arrival 1795000000.123456            arrival time (seconds.microseconds)
 //! sender scan@contoso.com              envelope sender ("sender" alone for <>)
-//! rcpt bob@contoso.com orcpt=rfc822;bob@contoso.com notify=FAILURE
+//! rcpt bob@contoso.com orcpt=rfc822;bob@contoso.com notify=FAILURE route=...
 //! done carol@contoso.com               a recipient already delivered or bounced
 //! client_name scanner.lan              ... further "key value" lines ...
 //!                                      an empty line ends the envelope
@@ -46,6 +46,9 @@ pub struct Recipient {
     pub orcpt: Option<String>,
     /// DSN NOTIFY (`NEVER` or a comma list of `SUCCESS,FAILURE,DELAY`).
     pub notify: Option<String>,
+    /// A fixed route decided before queueing (e.g. `error:5.1.1 text` for
+    /// an alias that cannot be delivered); qmgr uses it instead of routing.
+    pub route: Option<String>,
     /// True when delivered or bounced already (a `done` line).
     pub done: bool,
     /// Byte offset of this recipient's line in the file (set by the reader).
@@ -133,6 +136,10 @@ impl Envelope {
             }
             if let Some(n) = &r.notify {
                 out.extend_from_slice(b" notify=");
+                escape_into(n, &mut out);
+            }
+            if let Some(n) = &r.route {
+                out.extend_from_slice(b" route=");
                 escape_into(n, &mut out);
             }
             out.push(b'\n');

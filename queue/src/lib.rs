@@ -10,12 +10,15 @@
 //! - [`log`] writes Postfix-format log lines; [`time`] formats dates.
 #![deny(missing_docs)]
 
+pub mod cleanup;
 pub mod deliver;
+pub mod explain;
 pub mod file;
 pub mod id;
 pub mod index;
 pub mod layout;
 pub mod log;
+pub mod service;
 pub mod time;
 pub mod wake;
 pub mod write;

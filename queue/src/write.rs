@@ -135,6 +135,30 @@ impl Finished {
         Ok(id)
     }
 
+    /// Renames the file to the queue ID `id` chosen in advance (its content
+    /// may mention it, e.g. in a Received: header) and fsyncs the directory.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when the ID is taken (the file is removed; write the
+    /// message again with another ID), or rename/fsync errors.
+    pub fn commit_as_id(mut self, id: QueueId) -> io::Result<()> {
+        rename_noreplace(&self.tmp, &self.dir.join(id.to_string()))?;
+        self.committed = true;
+        fsync_dir(&self.dir)
+    }
+
+    /// Renames the file to the queue ID `id` without fsyncing the directory;
+    /// the caller fsyncs it once for a batch ([`fsync_dir`]) before it
+    /// acknowledges anything.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when the ID is taken (the file is removed), or rename errors.
+    pub fn rename_as_id(mut self, id: QueueId) -> io::Result<()> {
+        rename_noreplace(&self.tmp, &self.dir.join(id.to_string()))?;
+        self.committed = true;
+        Ok(())
+    }
+
     /// Renames to `name` (no ID) and fsyncs the directory; used for maildrop
     /// files, whose names are random.
     ///

@@ -1,0 +1,214 @@
+//! The pickup loop: scan maildrop/, process each file, wait for a wake-up
+//! (sendmail sends one) or the periodic timer.
+
+use anyhow::Context;
+use queue::cleanup::{Cleanup, Local};
+use queue::file::{FileError, QueueFile};
+use queue::layout::{Queue, QueueName};
+use queue::log;
+use queue::service::Started;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// How long a malformed file may sit before it is moved to corrupt/ (a
+/// program may write maildrop files directly, without the rename).
+const GRACE: Duration = Duration::from_secs(60);
+/// Messages written per directory fsync.
+const BATCH: usize = 64;
+
+pub fn run(started: Started) -> anyhow::Result<()> {
+    let Started { cfg, queue, listeners, .. } = started;
+    let cleanup = Cleanup::new(&cfg).map_err(|errs| {
+        anyhow::anyhow!(
+            "cannot open lookup tables: {}",
+            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+        )
+    })?;
+    for w in &cleanup.warnings {
+        log::warning(w);
+    }
+    let sock = wake_socket(&queue, listeners)?;
+    sock.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut buf = [0u8; 64];
+    loop {
+        while scan_once(&cfg, &queue, &cleanup)? {}
+        // Wait for a wake-up or the timer; drain extra wake-ups.
+        let _ = sock.recv(&mut buf);
+        sock.set_nonblocking(true)?;
+        while sock.recv(&mut buf).is_ok() {}
+        sock.set_nonblocking(false)?;
+    }
+}
+
+fn wake_socket(queue: &Queue, mut listeners: Vec<OwnedFd>) -> anyhow::Result<UnixDatagram> {
+    if let Some(fd) = listeners.drain(..).next() {
+        return Ok(UnixDatagram::from(fd));
+    }
+    // Started by hand: bind our own socket.
+    let path = queue.public_dir().join("pickup");
+    let _ = std::fs::remove_file(&path);
+    let s = UnixDatagram::bind(&path).with_context(|| format!("bind {}", path.display()))?;
+    let _ = std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    Ok(s)
+}
+
+/// Processes up to one batch; returns true when more files may be waiting.
+fn scan_once(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup) -> anyhow::Result<bool> {
+    let mut names = queue
+        .list(QueueName::Maildrop)
+        .with_context(|| format!("read {}", queue.dir(QueueName::Maildrop).display()))?;
+    names.sort();
+    let more = names.len() > BATCH;
+    let mut done: Vec<(String, String)> = Vec::new(); // (maildrop name, queue id)
+    for name in names.into_iter().take(BATCH) {
+        let path = queue.dir(QueueName::Maildrop).join(&name);
+        match pick(cfg, queue, cleanup, &path) {
+            Ok(Some(id)) => done.push((name, id)),
+            Ok(None) => {}
+            Err(e) => log::warning(&format!("maildrop file {name}: {e:#}")),
+        }
+    }
+    if done.is_empty() {
+        return Ok(false);
+    }
+    // One directory fsync makes all new names durable; only then may the
+    // maildrop originals go.
+    queue::write::fsync_dir(&queue.dir(QueueName::Incoming)).context("fsync incoming/")?;
+    for (name, _) in &done {
+        let _ = std::fs::remove_file(queue.dir(QueueName::Maildrop).join(name));
+    }
+    queue::wake::wake(queue, "qmgr", &[queue::wake::NEW_MAIL]);
+    Ok(more)
+}
+
+/// Reads one maildrop file defensively.
+fn open_hostile(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.nlink() != 1 {
+        return Err(std::io::Error::other(format!("file has {} links", meta.nlink())));
+    }
+    if meta.len() > limit {
+        return Err(std::io::Error::other(format!("file is larger than {limit} bytes")));
+    }
+    // Clear O_NONBLOCK (it was only there to not hang on a FIFO).
+    // SAFETY: fd is valid for the lifetime of f.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok((bytes, meta))
+}
+
+/// Processes one file; returns the new queue ID, or None when the file was
+/// skipped (young and incomplete) or discarded.
+fn pick(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup, path: &Path) -> anyhow::Result<Option<String>> {
+    let limit = if cfg.message_size_limit == 0 {
+        u64::MAX / 2
+    } else {
+        cfg.message_size_limit + queue::file::MAX_ENVELOPE as u64
+    };
+    let (bytes, meta) = match open_hostile(path, limit) {
+        Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            to_corrupt(queue, path, &format!("unsafe or unreadable maildrop file: {e}"));
+            return Ok(None);
+        }
+    };
+    let qf = match QueueFile::parse(bytes) {
+        Ok(q) => q,
+        Err(e) => {
+            let age = SystemTime::now()
+                .duration_since(meta.modified().unwrap_or(SystemTime::now()))
+                .unwrap_or_default();
+            if e == FileError::Truncated && age < GRACE {
+                return Ok(None); // still being written
+            }
+            to_corrupt(queue, path, &format!("malformed maildrop file from uid {}: {e}", meta.uid()));
+            return Ok(None);
+        }
+    };
+    let uid = meta.uid();
+    let mut env = qf.envelope.clone();
+    let local = Local {
+        uid,
+        fullname: env.attr("fullname").map(str::to_string),
+    };
+    let extract = env.attr("extract") == Some("yes");
+    // The envelope is the user's: keep only what a submitter may set.
+    env.attrs.retain(|(k, _)| matches!(k.as_str(), "envid" | "ret" | "body" | "smtputf8"));
+    env.set_attr("origin", "pickup");
+    env.set_attr("uid", uid.to_string());
+    env.set_attr("protocol", "local");
+    validate_addresses(&mut env, uid);
+    let mut id = queue::QueueId::now();
+    for _ in 0..100 {
+        let out = cleanup
+            .process(env.clone(), qf.content(), Some(&local), id, extract)
+            .map_err(|e| anyhow::anyhow!("lookup failed, will retry: {e}"))?;
+        let mut draft = queue::write::Draft::create(&queue.dir(QueueName::Incoming), 0o600)
+            .context("create queue file in incoming/")?;
+        draft.write_envelope(&out.env)?;
+        draft.write_content(&out.content)?;
+        let fin = draft.finish().context("write queue file")?;
+        match fin.rename_as_id(id) {
+            Ok(()) => {
+                log::info(&format!("{id}: uid={uid} from=<{}>", out.env.sender));
+                match &out.message_id {
+                    Some(m) => log::info(&format!("{id}: message-id={m}")),
+                    None => log::info(&format!("{id}: message-id=<>")),
+                }
+                return Ok(Some(id.to_string()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id = id.next(),
+            Err(e) => return Err(e).context("rename into incoming/"),
+        }
+    }
+    anyhow::bail!("no free queue ID")
+}
+
+/// Recipients must be valid addresses; a bad one gets an error route, so
+/// the sender hears about it. A bad sender is replaced by the user's name.
+fn validate_addresses(env: &mut queue::Envelope, uid: u32) {
+    let ok = |a: &str| {
+        !a.is_empty()
+            && !a.chars().any(|c| c.is_control())
+            && proto::address::Mailbox::parse(a).is_ok()
+    };
+    if !env.sender.is_empty() && !ok(&env.sender) {
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| format!("uid{uid}"));
+        log::warning(&format!("uid={uid}: bad sender address syntax \"{}\"; using {name}", env.sender.escape_debug()));
+        env.sender = name;
+    }
+    for r in &mut env.recipients {
+        if !ok(&r.addr) {
+            r.route = Some(format!("error:5.1.3 bad recipient address syntax: {}", r.addr.escape_debug()));
+        }
+    }
+}
+
+fn to_corrupt(queue: &Queue, path: &Path, reason: &str) {
+    match queue.to_corrupt(path, reason) {
+        Ok(dst) => log::warning(&format!("{reason}: moved to {}", dst.display())),
+        Err(e) => {
+            log::warning(&format!("{reason}; cannot move it to corrupt/ ({e}); removing it"));
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+

@@ -1,0 +1,423 @@
+//! Destinations and dispatch: jobs (one message, one destination, up to the
+//! recipient limit) wait in a FIFO per destination; destinations take turns
+//! (round robin) within their concurrency window and rate delay; a
+//! destination that fails as a whole (no connection, bad greeting) is
+//! suspended for minimal_backoff_time and its waiting jobs are deferred
+//! without a connection attempt, as Postfix does.
+
+use crate::agents::{self, Event};
+use crate::manager::{Manager, Outcome};
+use crate::bounce::Failure;
+use queue::deliver::{RcptRequest, Request, Response, Status};
+use queue::log::{self, DeliveryLine, Delays};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A destination: transport plus next hop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DestKey {
+    /// master.cf service.
+    pub transport: String,
+    /// Next hop.
+    pub nexthop: String,
+}
+
+/// One unit of work for a delivery agent.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Message.
+    pub msg: String,
+    /// Recipient indices.
+    pub rcpts: Vec<usize>,
+}
+
+/// A destination's queue and limits.
+#[derive(Debug)]
+pub struct Destination {
+    /// Waiting jobs.
+    pub jobs: VecDeque<Job>,
+    /// Jobs being delivered.
+    pub in_flight: usize,
+    /// Current concurrency window (slow start up to `limit`).
+    pub window: usize,
+    /// Concurrency limit.
+    pub limit: usize,
+    /// Pause between deliveries.
+    pub rate_delay: Duration,
+    /// Earliest start of the next delivery (rate delay).
+    pub next_start: Instant,
+    /// Suspended until, with the reason.
+    pub dead: Option<(Instant, String)>,
+    /// Site failures in a row.
+    pub failures: usize,
+}
+
+impl Destination {
+    /// Lifts a suspension (flush).
+    pub fn revive(&mut self) {
+        self.dead = None;
+        self.failures = 0;
+    }
+}
+
+fn micros(t: SystemTime) -> i64 {
+    queue::time::micros(t)
+}
+
+impl Manager {
+    fn new_destination(&self, key: &DestKey) -> Destination {
+        let limit = self
+            .cfg
+            .transport_param(&key.transport, "destination_concurrency_limit")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(20)
+            .max(1);
+        let rate_delay = self
+            .cfg
+            .transport_param(&key.transport, "destination_rate_delay")
+            .and_then(|v| conf::values::parse_time(&v, 's').ok())
+            .unwrap_or_default();
+        let initial = (self.cfg.initial_destination_concurrency as usize).clamp(1, limit);
+        Destination {
+            jobs: VecDeque::new(),
+            in_flight: 0,
+            window: if rate_delay.is_zero() { initial } else { 1 },
+            limit: if rate_delay.is_zero() { limit } else { 1 },
+            rate_delay,
+            next_start: Instant::now(),
+            dead: None,
+            failures: 0,
+        }
+    }
+
+    /// Adds a job to its destination.
+    pub fn enqueue_job(&mut self, key: DestKey, msg: String, rcpts: Vec<usize>) {
+        if !self.dests.contains_key(&key) {
+            let d = self.new_destination(&key);
+            self.dests.insert(key.clone(), d);
+        }
+        if let Some(d) = self.dests.get_mut(&key) {
+            d.jobs.push_back(Job { msg, rcpts });
+        }
+    }
+
+    /// Starts as many deliveries as the limits allow.
+    pub fn dispatch(&mut self) {
+        let now = Instant::now();
+        let mut keys: Vec<DestKey> = self.dests.iter().filter(|(_, d)| !d.jobs.is_empty()).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        // Round robin: one job per destination per pass.
+        loop {
+            let mut progressed = false;
+            for key in &keys {
+                let Some(d) = self.dests.get_mut(key) else { continue };
+                if d.jobs.is_empty() {
+                    continue;
+                }
+                if let Some((until, reason)) = &d.dead {
+                    if *until > now {
+                        // Suspended: defer waiting jobs without trying.
+                        let reason = format!("delivery temporarily suspended: {reason}");
+                        let jobs: Vec<Job> = d.jobs.drain(..).collect();
+                        for job in jobs {
+                            self.defer_job(&job, &reason);
+                        }
+                        continue;
+                    }
+                    d.dead = None;
+                }
+                if d.in_flight >= d.window.min(d.limit) || d.next_start > now {
+                    continue;
+                }
+                let maxproc = self.maxproc.get(&key.transport).copied().unwrap_or(self.cfg.default_process_limit as usize);
+                if self.transport_inflight.get(&key.transport).copied().unwrap_or(0) >= maxproc {
+                    continue;
+                }
+                if !self.agents.contains_key(&key.transport) {
+                    self.ensure_agent(&key.transport);
+                    continue;
+                }
+                let Some(job) = d.jobs.pop_front() else { continue };
+                let more_waiting = !d.jobs.is_empty();
+                d.in_flight += 1;
+                if !d.rate_delay.is_zero() {
+                    d.next_start = now + d.rate_delay;
+                }
+                self.send_job(key.clone(), job, more_waiting);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Earliest time a rate-limited or suspended destination can move again.
+    pub fn next_dest_timer(&self) -> Option<Instant> {
+        self.dests
+            .values()
+            .filter(|d| !d.jobs.is_empty())
+            .filter_map(|d| match &d.dead {
+                Some((until, _)) => Some(*until),
+                None if d.next_start > Instant::now() => Some(d.next_start),
+                None => None,
+            })
+            .min()
+    }
+
+    fn send_job(&mut self, key: DestKey, job: Job, more_waiting: bool) {
+        let Some(msg) = self.msgs.get(&job.msg) else {
+            if let Some(d) = self.dests.get_mut(&key) {
+                d.in_flight = d.in_flight.saturating_sub(1);
+            }
+            return;
+        };
+        self.next_req += 1;
+        let req = self.next_req;
+        let request = Request {
+            req,
+            queue_id: msg.id.clone(),
+            path: self
+                .queue
+                .path(queue::layout::QueueName::Active, &msg.id)
+                .to_string_lossy()
+                .into_owned(),
+            transport: key.transport.clone(),
+            nexthop: key.nexthop.clone(),
+            sender: msg.env.sender.clone(),
+            recipients: job
+                .rcpts
+                .iter()
+                .map(|&i| {
+                    let r = &msg.env.recipients[i];
+                    RcptRequest {
+                        idx: i,
+                        addr: r.addr.clone(),
+                        orcpt: r.orcpt.clone(),
+                        notify: r.notify.clone(),
+                    }
+                })
+                .collect(),
+            arrival_us: micros(msg.env.arrival),
+            active_us: micros(msg.activated),
+            more_waiting,
+        };
+        let sent = self.agents.get(&key.transport).map(|a| a.send(request)).unwrap_or(false);
+        if !sent {
+            self.agents.remove(&key.transport);
+            if let Some(d) = self.dests.get_mut(&key) {
+                d.in_flight = d.in_flight.saturating_sub(1);
+                d.jobs.push_front(job);
+            }
+            return;
+        }
+        *self.transport_inflight.entry(key.transport.clone()).or_default() += 1;
+        self.inflight.insert((key.transport.clone(), req), (job.msg, key, job.rcpts));
+    }
+
+    /// Connects to a transport's agent in the background.
+    fn ensure_agent(&mut self, transport: &str) {
+        if let Some(t) = self.connecting.get(transport)
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            return;
+        }
+        let Some(path) = agents::socket_path(&self.queue, transport) else {
+            // No such service: a configuration error. Defer its mail.
+            let reason = format!(
+                "mail transport unavailable: no service \"{transport}\" in master.cf (or postern is not running it)"
+            );
+            log::warning(&format!("connect to transport {transport}: no socket in private/ or public/; check master.cf"));
+            let keys: Vec<DestKey> = self.dests.keys().filter(|k| k.transport == transport).cloned().collect();
+            for k in keys {
+                let jobs: Vec<Job> = self.dests.get_mut(&k).map(|d| d.jobs.drain(..).collect()).unwrap_or_default();
+                for job in jobs {
+                    self.defer_job(&job, &reason);
+                }
+            }
+            return;
+        };
+        self.connecting.insert(transport.to_string(), Instant::now());
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        let events = self.events.clone();
+        let t = transport.to_string();
+        tokio::spawn(async move {
+            match agents::connect(path, t.clone(), conn, events.clone()).await {
+                Ok(agent) => {
+                    let _ = events.send(Event::Connected { transport: t, agent });
+                }
+                Err(e) => {
+                    let _ = events.send(Event::ConnectFailed { transport: t, error: e.to_string() });
+                }
+            }
+        });
+    }
+
+    /// An agent connection is ready.
+    pub fn on_connected(&mut self, transport: String, agent: crate::agents::AgentConn) {
+        self.connecting.remove(&transport);
+        self.agents.insert(transport, agent);
+    }
+
+    /// Connecting failed: the transport's waiting mail is deferred.
+    pub fn on_connect_failed(&mut self, transport: &str, error: &str) {
+        let reason = format!("mail transport unavailable: cannot connect to delivery agent {transport}: {error}");
+        log::warning(&reason);
+        let keys: Vec<DestKey> = self.dests.keys().filter(|k| k.transport == transport).cloned().collect();
+        for k in keys {
+            let jobs: Vec<Job> = self.dests.get_mut(&k).map(|d| d.jobs.drain(..).collect()).unwrap_or_default();
+            for job in jobs {
+                self.defer_job(&job, &reason);
+            }
+        }
+    }
+
+    /// Handles an agent's answer.
+    pub fn on_response(&mut self, transport: &str, resp: Response) {
+        let Some((msg_id, key, rcpts)) = self.inflight.remove(&(transport.to_string(), resp.req)) else {
+            return;
+        };
+        if let Some(n) = self.transport_inflight.get_mut(transport) {
+            *n = n.saturating_sub(1);
+        }
+        let mut any_sent = false;
+        for r in &resp.results {
+            if !rcpts.contains(&r.idx) {
+                continue;
+            }
+            let outcome = match r.status {
+                Status::Sent => {
+                    any_sent = true;
+                    Outcome::Sent
+                }
+                Status::Deferred => Outcome::Deferred(r.reason.clone()),
+                Status::Bounced if self.cfg.soft_bounce => Outcome::Deferred(r.reason.clone()),
+                Status::Bounced => {
+                    let rcpt = self
+                        .msgs
+                        .get(&msg_id)
+                        .map(|m| m.env.recipients[r.idx].addr.clone())
+                        .unwrap_or_default();
+                    Outcome::Bounced(Failure {
+                        rcpt,
+                        orcpt: None,
+                        dsn: r.dsn.clone(),
+                        reason: r.reason.clone(),
+                        remote_mta: r.remote_mta.clone(),
+                        diagnostic: r.diagnostic.clone(),
+                    })
+                }
+            };
+            self.record(&msg_id, r.idx, outcome);
+        }
+        // Recipients the agent did not mention: unknown, so deferred.
+        for idx in &rcpts {
+            if !resp.results.iter().any(|r| r.idx == *idx) {
+                self.record(&msg_id, *idx, Outcome::Deferred("delivery agent did not report a status".into()));
+            }
+        }
+        if let Some(d) = self.dests.get_mut(&key) {
+            d.in_flight = d.in_flight.saturating_sub(1);
+            if resp.site_failure {
+                d.failures += 1;
+                let cohort = self.cfg.default_destination_concurrency_failed_cohort_limit as usize;
+                if d.failures >= cohort.max(1) && !any_sent {
+                    let reason = resp.results.first().map(|r| r.reason.clone()).unwrap_or_default();
+                    d.dead = Some((Instant::now() + self.cfg.minimal_backoff_time, reason));
+                    d.window = 1;
+                }
+            } else {
+                d.failures = 0;
+                if any_sent && d.window < d.limit {
+                    d.window += 1;
+                }
+            }
+        }
+        self.job_done(&msg_id);
+    }
+
+    /// An agent connection broke: its requests have unknown outcomes.
+    pub fn on_agent_down(&mut self, transport: &str, conn: u64, error: &str) {
+        self.connecting.remove(transport);
+        let current = self.agents.get(transport).map(|a| a.conn);
+        if current == Some(conn) {
+            self.agents.remove(transport);
+        } else if current.is_some() {
+            return;
+        }
+        if !error.starts_with("connect:") {
+            log::warning(&format!("delivery agent {transport} connection lost: {error}; its deliveries in progress are deferred"));
+        }
+        let lost: Vec<(u64, (String, DestKey, Vec<usize>))> = self
+            .inflight
+            .iter()
+            .filter(|((t, _), _)| t == transport)
+            .map(|((_, r), v)| (*r, v.clone()))
+            .collect();
+        for (req, (msg_id, key, rcpts)) in lost {
+            self.inflight.remove(&(transport.to_string(), req));
+            if let Some(n) = self.transport_inflight.get_mut(transport) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(d) = self.dests.get_mut(&key) {
+                d.in_flight = d.in_flight.saturating_sub(1);
+            }
+            for idx in rcpts {
+                self.record(
+                    &msg_id,
+                    idx,
+                    Outcome::Deferred(format!("delivery temporarily suspended: delivery agent {transport} terminated ({error})")),
+                );
+            }
+            self.job_done(&msg_id);
+        }
+    }
+
+    fn job_done(&mut self, msg_id: &str) {
+        let finished = match self.msgs.get_mut(msg_id) {
+            Some(m) => {
+                m.outstanding = m.outstanding.saturating_sub(1);
+                m.outstanding == 0
+            }
+            None => false,
+        };
+        if finished {
+            self.finish(msg_id);
+        }
+    }
+
+    /// Defers a waiting job without delivery (suspended destination).
+    fn defer_job(&mut self, job: &Job, reason: &str) {
+        let Some(msg) = self.msgs.get(&job.msg) else { return };
+        for &idx in &job.rcpts {
+            let r = &msg.env.recipients[idx];
+            let line = log::delivery(
+                &DeliveryLine {
+                    id: &msg.id,
+                    to: &r.addr,
+                    orig_to: r.orcpt.as_deref().and_then(|o| o.strip_prefix("rfc822;")),
+                    relay: "none",
+                    conn_use: 0,
+                    delays: Delays {
+                        arrival: msg.env.arrival,
+                        active: Some(msg.activated),
+                        handoff: None,
+                        conn_done: None,
+                        done: SystemTime::now(),
+                    },
+                    dsn: &crate::manager::dsn_from_reason(reason).filter(|d| d.starts_with('4')).unwrap_or_else(|| "4.4.1".into()),
+                    status: "deferred",
+                    reason,
+                },
+                self.cfg.delay_logging_resolution_limit as u32,
+            );
+            log::info(&line);
+        }
+        let id = job.msg.clone();
+        for &idx in &job.rcpts {
+            self.record(&id, idx, Outcome::Deferred(reason.to_string()));
+        }
+        self.job_done(&id);
+    }
+}

@@ -187,23 +187,27 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "path names no file")
     })?;
     let original = std::fs::metadata(&target).ok();
+    // A name unique to this process and call; O_EXCL refuses anything
+    // already there (a stale file or a planted link).
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
-    tmp_name.push(format!(".postern-tmp.{}", std::process::id()));
+    tmp_name.push(format!(".postern-tmp.{}.{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
 
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         match &original {
             Some(m) => {
                 // Keeping the owner needs privileges; an ordinary user keeps
                 // the file as their own, as with any editor.
-                if m.uid() != nix_uid() || m.gid() != nix_gid() {
+                if m.uid() != current_uid() || m.gid() != current_gid() {
                     let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
                 }
                 f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
@@ -222,12 +226,12 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
-fn nix_uid() -> u32 {
+fn current_uid() -> u32 {
     // SAFETY: getuid() has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
 
-fn nix_gid() -> u32 {
+fn current_gid() -> u32 {
     // SAFETY: getgid() has no preconditions and cannot fail.
     unsafe { libc::getgid() }
 }

@@ -7,7 +7,6 @@ use queue::file::{FileError, QueueFile};
 use queue::layout::{Queue, QueueName};
 use queue::log;
 use queue::service::Started;
-use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -164,7 +163,7 @@ fn pick(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup, path: &Path) -> an
         let fin = draft.finish().context("write queue file")?;
         match fin.rename_as_id(id) {
             Ok(()) => {
-                log::info(&format!("{id}: uid={uid} from=<{}>", out.env.sender));
+                log::info(&format!("{id}: uid={uid} from=<{}>", qf.envelope.sender));
                 match &out.message_id {
                     Some(m) => log::info(&format!("{id}: message-id={m}")),
                     None => log::info(&format!("{id}: message-id=<>")),

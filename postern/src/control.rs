@@ -52,8 +52,8 @@ fn script_msg(cfg: Option<&conf::Config>, text: &str) {
     // Postfix's postfix-script prints these and logs them.
     eprintln!("postern/postern-script: {text}");
     if let Some(c) = cfg {
-        queue::log::init(c, "postern-script", queue::log::Options::default());
-        queue::log::info(text);
+        queue::log::init(c, "master", queue::log::Options::default());
+        queue::log::log_ident("postern-script", queue::log::Level::Info, text);
     }
 }
 

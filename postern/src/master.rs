@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use conf::mastercf::{MasterCf, Service, ServiceType};
 use queue::layout::Queue;
 use queue::log;
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -110,6 +109,29 @@ fn high_fd(fd: OwnedFd) -> anyhow::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
+/// Creates `maillog_file` for the daemons, which run as mail_owner and must
+/// be able to append to it.
+fn prepare_log_file(cfg: &conf::Config, uid: u32, gid: u32) -> anyhow::Result<()> {
+    let path = Path::new(&cfg.maillog_file);
+    if cfg.maillog_file.is_empty() || cfg.maillog_file.starts_with("/dev/") {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("maillog_file {}", path.display()))?;
+    let meta = f.metadata()?;
+    if meta.is_file() {
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != uid {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("chown maillog_file {} to mail_owner", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Which programs listen on a datagram (wake-up) socket rather than a stream.
 fn wants_datagram(s: &Service) -> bool {
     matches!(s.kind, ServiceType::UnixDgram | ServiceType::Fifo) || matches!(s.command.as_str(), "pickup" | "qmgr")
@@ -162,6 +184,9 @@ impl Master {
         let root = nix::unistd::geteuid().is_root();
         let owner = if root { Some(queue::service::mail_owner_ids(&cfg).map_err(anyhow::Error::msg)?) } else { None };
         queue.ensure(owner).with_context(|| format!("create the queue in {}", queue.root.display()))?;
+        if let Some((uid, gid)) = owner {
+            prepare_log_file(&cfg, uid, gid)?;
+        }
         let lock = lock_pid_file(&queue)?;
         let mut procs = Vec::new();
         for s in mc.services {
@@ -439,8 +464,10 @@ pub fn sd_notify(state: &str) {
 /// Detaches from the terminal: fork, setsid, fork again, stdio to /dev/null.
 /// Returns in the daemon; the original process exits once `ready_fd` is written.
 pub fn daemonize() -> anyhow::Result<OwnedFd> {
-    use nix::unistd::{ForkResult, fork, pipe, setsid};
-    let (rd, wr) = pipe()?;
+    use nix::unistd::{ForkResult, fork, pipe2, setsid};
+    // Close-on-exec, or the daemons would inherit the write end and the
+    // waiting parent would never see end-of-file.
+    let (rd, wr) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: single-threaded at this point; the child only continues the program.
     match unsafe { fork() }? {
         ForkResult::Parent { .. } => {

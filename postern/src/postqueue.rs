@@ -6,7 +6,6 @@ use crate::getopt::{self, Opt};
 use queue::file::QueueFile;
 use queue::index::Index;
 use queue::layout::{Queue, QueueName};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -17,8 +17,6 @@ pub enum Event {
     Response {
         /// Transport name.
         transport: String,
-        /// Connection generation.
-        conn: u64,
         /// The answer.
         resp: Response,
     },
@@ -109,7 +107,7 @@ pub async fn connect(
             loop {
                 match deliver::decode::<Response>(&mut buf) {
                     Ok(Some(resp)) => {
-                        if events.send(Event::Response { transport: transport.clone(), conn, resp }).is_err() {
+                        if events.send(Event::Response { transport: transport.clone(), resp }).is_err() {
                             return;
                         }
                     }

@@ -152,7 +152,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
 
 fn handle_event(m: &mut Manager, ev: agents::Event) {
     match ev {
-        agents::Event::Response { transport, conn: _, resp } => m.on_response(&transport, resp),
+        agents::Event::Response { transport, resp } => m.on_response(&transport, resp),
         agents::Event::Connected { transport, agent } => m.on_connected(transport, agent),
         agents::Event::ConnectFailed { transport, error } => m.on_connect_failed(&transport, &error),
         agents::Event::AgentDown { transport, conn, error } => m.on_agent_down(&transport, conn, &error),

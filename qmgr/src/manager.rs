@@ -39,8 +39,6 @@ pub enum Op {
 /// A recipient's outcome in the current attempt.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Not finished yet.
-    Pending,
     /// Delivered (or discarded).
     Sent,
     /// Temporary failure.
@@ -56,8 +54,6 @@ pub struct Msg {
     pub id: String,
     /// The file's envelope (recipients carry done flags).
     pub env: Envelope,
-    /// Content size.
-    pub size: u64,
     /// When it was activated (delays= b).
     pub activated: SystemTime,
     /// Outcomes this attempt, by recipient index.
@@ -186,7 +182,6 @@ impl Manager {
         let msg = Msg {
             id: id.to_string(),
             env: qf.envelope,
-            size,
             activated: SystemTime::now(),
             outcomes: HashMap::new(),
             outstanding: 0,
@@ -321,7 +316,6 @@ impl Manager {
                 idx,
                 reason: reason.clone(),
             }),
-            Outcome::Pending => {}
         }
         msg.outcomes.insert(idx, outcome);
     }

@@ -91,7 +91,7 @@ impl Router {
         if !self.transport_maps.is_empty()
             && let Some(v) = self
                 .transport_maps
-                .find_transport(rcpt, &cfg.recipient_delimiter, conf::tables::ParentMatch::DotDomain)
+                .find_transport_with(rcpt, &cfg.recipient_delimiter, conf::tables::ParentMatch::DotDomain)
                 .map_err(|e| e.to_string())?
         {
             let (t, nh) = match v.split_once(':') {

@@ -1,1 +1,76 @@
-fn main() {}
+//! smtp: postern's delivery agent (Postfix's smtp(8)). qmgr hands it
+//! delivery requests over the private socket of its master.cf service;
+//! it delivers each by SMTP to the next hop (MX lookup or `[host]:port`,
+//! STARTTLS or implicit TLS, SMTP AUTH, connection reuse), or into a Maildir
+//! for the `maildir` transport, logs Postfix's delivery lines and returns a
+//! result per recipient.
+//!
+//! Modules: [`server`] (qmgr connections), [`delivery`] (one request),
+//! [`resolve`] and [`connect`] (finding and reaching servers), [`session`]
+//! (greeting, EHLO, TLS, AUTH), [`tls`], [`auth`], [`transaction`] (MAIL,
+//! RCPT, DATA), [`chat`] (I/O with time limits), [`outcome`] (results and
+//! reason texts), [`cache`] (idle sessions), [`maildir`], [`settings`].
+
+mod auth;
+mod cache;
+mod chat;
+mod connect;
+mod delivery;
+mod maildir;
+mod outcome;
+mod resolve;
+mod server;
+mod session;
+mod settings;
+mod tls;
+mod transaction;
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
+
+use queue::log;
+use std::sync::Arc;
+
+fn main() {
+    let started = queue::service::start_agent("smtp");
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => log::fatal(1, &format!("cannot start the event loop: {e}")),
+    };
+    if let Err(e) = rt.block_on(run(started)) {
+        log::fatal(1, &format!("{e:#}"));
+    }
+    // Background QUITs and DNS tasks are not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+}
+
+async fn run(started: queue::service::Started) -> anyhow::Result<()> {
+    let queue::service::Started { args, cfg, queue, listeners } = started;
+    let listener = match listeners.into_iter().next() {
+        Some(fd) => {
+            let l = std::os::unix::net::UnixListener::from(fd);
+            l.set_nonblocking(true)?;
+            tokio::net::UnixListener::from_std(l)?
+        }
+        None => {
+            let path = queue.private_dir().join(&args.service);
+            let _ = std::fs::remove_file(&path);
+            tokio::net::UnixListener::bind(&path).map_err(|e| {
+                anyhow::anyhow!("cannot listen on {}: {e}; check that the queue directory exists (postern start creates it)", path.display())
+            })?
+        }
+    };
+    let dns = resolve::dns_server_from_env().map_err(anyhow::Error::msg)?;
+    let (agent, warnings) = delivery::Agent::new(&cfg, dns);
+    for w in warnings {
+        log::warning(&w);
+    }
+    let maxproc = server::maxproc(&cfg, &args.service);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        term.recv().await;
+    };
+    server::run(listener, Arc::new(agent), maxproc, shutdown).await
+}

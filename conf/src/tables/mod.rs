@@ -213,21 +213,16 @@ fn open_as(
     let file_source = || Source::file(display, PathBuf::from(name.trim()), origin);
     match ty {
         "proxy" => open_as(display, name, origin, alias_format),
-        "texthash" => {
+        t if t == "texthash" || FILE_KV_TYPES.contains(&t) => {
             let src = file_source();
             let path = src.path.clone().unwrap_or_default();
-            let text = text::read_source(&path, &src)?;
-            Ok(Box::new(text::parse_postmap(&text, &src)?))
-        }
-        t if FILE_KV_TYPES.contains(&t) => {
-            let src = file_source();
-            let path = src.path.clone().unwrap_or_default();
-            let text = text::read_source(&path, &src)?;
-            if alias_format {
-                Ok(Box::new(aliases::parse_aliases(&text, &src)?))
+            let (text, read_errors) = text::read_source(&path, &src)?;
+            let parsed = if alias_format && t != "texthash" {
+                aliases::parse_aliases(&text, &src)
             } else {
-                Ok(Box::new(text::parse_postmap(&text, &src)?))
-            }
+                text::parse_postmap(&text, &src)
+            };
+            Ok(Box::new(text::with_read_errors(read_errors, parsed)?))
         }
         "inline" => Ok(Box::new(inline::parse_inline(
             name,
@@ -238,17 +233,19 @@ fn open_as(
             &Source::inline(display, origin),
         )?)),
         "cidr" => {
-            let (text, src) = rules_source(name, display, origin)?;
-            Ok(Box::new(cidr::parse_cidr(&text, &src)?))
+            let (text, src, read_errors) = rules_source(name, display, origin)?;
+            let parsed = cidr::parse_cidr(&text, &src);
+            Ok(Box::new(text::with_read_errors(read_errors, parsed)?))
         }
         "regexp" | "pcre" => {
-            let (text, src) = rules_source(name, display, origin)?;
+            let (text, src, read_errors) = rules_source(name, display, origin)?;
             let flavor = if ty == "pcre" {
                 regexp::Flavor::Pcre
             } else {
                 regexp::Flavor::Posix
             };
-            Ok(Box::new(regexp::parse_regexp(&text, &src, flavor)?))
+            let parsed = regexp::parse_regexp(&text, &src, flavor);
+            Ok(Box::new(text::with_read_errors(read_errors, parsed)?))
         }
         _ => Err(vec![table_error(
             origin,
@@ -262,21 +259,22 @@ fn open_as(
 }
 
 /// The rule text of a cidr, regexp or pcre table: the file, or the rules of
-/// the inline form `{ {rule}, {rule} }`, one per line.
+/// the inline form `{ {rule}, {rule} }`, one per line. Also returns the
+/// lines of a file that are not UTF-8.
 fn rules_source(
     name: &str,
     display: &str,
     origin: &Origin,
-) -> Result<(String, Source), Vec<Error>> {
+) -> Result<(String, Source, Vec<Error>), Vec<Error>> {
     let name = name.trim();
     if name.starts_with('{') {
         let src = Source::inline(display, origin);
         let text = inline::inline_rules(name, &src).map_err(|e| vec![e])?;
-        Ok((text, src))
+        Ok((text, src, Vec::new()))
     } else {
         let src = Source::file(display, PathBuf::from(name), origin);
-        let text = text::read_source(std::path::Path::new(name), &src)?;
-        Ok((text, src))
+        let (text, read_errors) = text::read_source(std::path::Path::new(name), &src)?;
+        Ok((text, src, read_errors))
     }
 }
 
@@ -366,14 +364,29 @@ mod tests {
     fn every_error_of_a_file_is_returned() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad");
-        std::fs::write(&p, b"a\nb c\nd\n\xff\xfe x\n").unwrap();
+        std::fs::write(&p, b"a\nb c\n\xff\xfe x\nd\n").unwrap();
         let e = errs(&format!("hash:{}", p.display()));
-        assert_eq!(e.len(), 1, "non-UTF-8 is reported first: {e:?}");
-        assert!(e[0].contains(":4: ") && e[0].contains("UTF-8"), "{e:?}");
-        std::fs::write(&p, b"a\nb c\nd\n").unwrap();
-        let e = errs(&format!("hash:{}", p.display()));
-        assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].contains(":1: ") && e[1].contains(":3: "), "{e:?}");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].contains(":1: ") && e[0].contains("key whitespace value"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains(":3: ") && e[1].contains("not valid UTF-8"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].contains(":4: ") && e[2].contains("key whitespace value"),
+            "{e:?}"
+        );
+        // A file whose only problem is encoding still fails to open.
+        std::fs::write(&p, b"a b\n\xff x\n").unwrap();
+        assert_eq!(
+            errs(&format!("regexp:{}", p.display())).len(),
+            2,
+            "line 1 is not a rule either"
+        );
+        assert_eq!(errs(&format!("texthash:{}", p.display())).len(), 1);
     }
 
     #[test]

@@ -49,13 +49,14 @@ pub(crate) fn logical_lines(text: &str) -> (Vec<LogicalLine>, Vec<usize>) {
     (lines, stray)
 }
 
-/// Reads a table source file. Lines that are not valid UTF-8 are reported
-/// (Postfix ignores them with a warning) and replaced by blank lines.
+/// Reads a table source file. Lines that are not valid UTF-8 are returned
+/// as errors (Postfix ignores them with a warning) and replaced by blank
+/// lines, so that the rest of the file can still be checked.
 ///
 /// # Errors
-/// The file cannot be read (one error naming the table and where it is
-/// configured), or some of its lines are not UTF-8 (one error per line).
-pub(crate) fn read_source(path: &Path, src: &Source) -> Result<String, Vec<Error>> {
+/// The file cannot be read: one error naming the table and where it is
+/// configured.
+pub(crate) fn read_source(path: &Path, src: &Source) -> Result<(String, Vec<Error>), Vec<Error>> {
     let bytes = std::fs::read(path).map_err(|e| {
         vec![src.open_error(format!(
             "cannot read {}: {e} (postern reads the text source file, the one postmap would compile)",
@@ -63,7 +64,7 @@ pub(crate) fn read_source(path: &Path, src: &Source) -> Result<String, Vec<Error
         ))]
     })?;
     match String::from_utf8(bytes) {
-        Ok(s) => Ok(s),
+        Ok(s) => Ok((s, Vec::new())),
         Err(e) => {
             let bytes = e.into_bytes();
             let mut errors = Vec::new();
@@ -78,7 +79,30 @@ pub(crate) fn read_source(path: &Path, src: &Source) -> Result<String, Vec<Error
                         .push(src.err(i + 1, "line is not valid UTF-8; save the file as UTF-8")),
                 }
             }
-            Err(errors)
+            Ok((out, errors))
+        }
+    }
+}
+
+/// Combines the UTF-8 errors of [`read_source`] with the result of parsing
+/// the text, listing all errors in line order.
+pub(crate) fn with_read_errors<T>(
+    read: Vec<Error>,
+    parsed: Result<T, Vec<Error>>,
+) -> Result<T, Vec<Error>> {
+    match parsed {
+        Ok(t) if read.is_empty() => Ok(t),
+        Ok(_) => Err(read),
+        Err(mut e) => {
+            e.extend(read);
+            e.sort_by_key(|e| match e {
+                Error::Table {
+                    origin: crate::error::Origin::File { line, .. },
+                    ..
+                } => *line,
+                _ => 0,
+            });
+            Err(e)
         }
     }
 }

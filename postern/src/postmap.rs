@@ -1,0 +1,72 @@
+//! postmap and postalias: `-q key type:table` looks a key up (exit 0 when
+//! found, 1 when not); `type:table` checks a table's source file and
+//! reports every bad line. postern reads the text source directly (DESIGN
+//! §2), so nothing is built; `-s` prints every entry.
+
+use crate::getopt::{self, Opt};
+use conf::Origin;
+use std::path::PathBuf;
+
+pub fn main(args: &[String], aliases: bool) -> i32 {
+    let prog = if aliases { "postalias" } else { "postmap" };
+    let (opts, operands) = match getopt::parse(args, "c:fiNnoprsUvwq:") {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{prog}: fatal: {e}");
+            return 64;
+        }
+    };
+    let mut query: Option<String> = None;
+    let mut _dir: Option<PathBuf> = None;
+    for Opt::Flag(c, v) in opts {
+        match c {
+            'q' => query = v,
+            'c' => _dir = v.map(PathBuf::from),
+            _ => {}
+        }
+    }
+    if operands.is_empty() {
+        eprintln!("{prog}: fatal: usage: {prog} [-q key] type:file ...");
+        return 64;
+    }
+    let default_type = if aliases { "hash" } else { "hash" };
+    let mut status = if query.is_some() { 1 } else { 0 };
+    for op in &operands {
+        let spec = if op.contains(':') { op.clone() } else { format!("{default_type}:{op}") };
+        let opened = if aliases {
+            conf::tables::open_aliases(&spec, &Origin::CommandLine)
+        } else {
+            conf::tables::open(&spec, &Origin::CommandLine)
+        };
+        let table = match opened {
+            Ok(t) => t,
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("{prog}: warning: {e}");
+                }
+                if query.is_none() {
+                    status = 1;
+                }
+                continue;
+            }
+        };
+        for w in table.warnings() {
+            eprintln!("{prog}: warning: {w}");
+        }
+        if let Some(key) = &query {
+            let key = if key == "-" { String::new() } else { key.clone() };
+            match table.lookup(&key) {
+                Ok(Some(v)) => {
+                    println!("{v}");
+                    return 0;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("{prog}: fatal: {e}");
+                    return 2;
+                }
+            }
+        }
+    }
+    status
+}

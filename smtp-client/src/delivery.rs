@@ -1,0 +1,368 @@
+//! One delivery request from qmgr, start to finish: read the queue file,
+//! deliver by SMTP (cached session or a new one) or into a Maildir, log
+//! Postfix's `to=<...>, relay=..., delays=..., dsn=..., status=...` line per
+//! recipient, and build the [`Response`].
+
+use crate::auth::{PasswordMaps, TokenSource};
+use crate::cache::{Cache, Key};
+use crate::connect;
+use crate::maildir;
+use crate::outcome::{Outcome, SiteFailure};
+use crate::resolve;
+use crate::session::{Session, Setup};
+use crate::settings::Settings;
+use crate::tls::TlsEngine;
+use crate::transaction::{self, After, Job};
+use conf::nexthop::Nexthop;
+use hickory_resolver::TokioResolver;
+use queue::QueueFile;
+use queue::deliver::{RcptResult, Request, Response, Status};
+use queue::file::Ret;
+use queue::log::{self, Delays, DeliveryLine};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+/// The delivery agent's long-lived state, shared by all deliveries.
+#[derive(Debug)]
+pub struct Agent {
+    /// Configuration.
+    pub settings: Settings,
+    resolver: Result<TokioResolver, String>,
+    tls: TlsEngine,
+    passwords: PasswordMaps,
+    tokens: Option<Arc<dyn TokenSource>>,
+    /// Idle sessions.
+    pub cache: Cache,
+    stopping: AtomicBool,
+}
+
+/// The result for one recipient, before logging.
+struct Done {
+    outcome: Outcome,
+    relay: String,
+    conn_use: u32,
+    conn_done: Option<SystemTime>,
+}
+
+impl Agent {
+    /// Builds the agent from the configuration; `dns_server` replaces the
+    /// system resolvers (tests). Returns the problems to log at start.
+    pub fn new(cfg: &conf::Config, dns_server: Option<SocketAddr>) -> (Agent, Vec<String>) {
+        let (settings, mut warnings) = Settings::from_config(cfg);
+        let tls = TlsEngine::new(&settings.tls);
+        if settings.tls.level > crate::settings::TlsLevel::None || settings.tls.wrappermode {
+            warnings.extend(tls.problems());
+        }
+        let passwords = PasswordMaps::open(cfg);
+        if settings.sasl.enable {
+            if let Some(p) = passwords.problem() {
+                warnings.push(format!("cannot open smtp_sasl_password_maps: {p}"));
+            }
+            if cfg.smtp_sasl_password_maps.is_empty() {
+                warnings.push("smtp_sasl_auth_enable = yes, but smtp_sasl_password_maps is empty: no credentials, mail goes out without AUTH".into());
+            }
+        }
+        let resolver = resolve::build_resolver(dns_server);
+        if let Err(e) = &resolver
+            && settings.lookup_dns
+        {
+            warnings.push(e.clone());
+        }
+        let cache = Cache::new(settings.cache);
+        (
+            Agent {
+                settings,
+                resolver,
+                tls,
+                passwords,
+                tokens: None,
+                cache,
+                stopping: AtomicBool::new(false),
+            },
+            warnings,
+        )
+    }
+
+    /// Stops caching sessions (shutdown).
+    pub fn stop_caching(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Handles one request; never fails: every problem becomes a result.
+    pub async fn deliver(&self, req: &Request) -> Response {
+        let handoff = SystemTime::now();
+        let path = req.path.clone();
+        let read = tokio::task::spawn_blocking(move || QueueFile::read(Path::new(&path))).await;
+        let qf = match read {
+            Ok(Ok(qf)) => qf,
+            Ok(Err(e)) => {
+                let o = Outcome::local("4.3.0", format!("cannot read queue file {}: {e}", req.path));
+                return self.finish(req, handoff, self.all(req, o, "none", 0, None), false);
+            }
+            Err(e) => {
+                let o = Outcome::local("4.3.0", format!("queue file reader failed: {e}"));
+                return self.finish(req, handoff, self.all(req, o, "none", 0, None), false);
+            }
+        };
+        if req.transport == "maildir" {
+            let done = self.deliver_maildir(req, &qf).await;
+            return self.finish(req, handoff, done, false);
+        }
+        let (done, site) = self.deliver_smtp(req, &qf).await;
+        self.finish(req, handoff, done, site)
+    }
+
+    fn all(&self, req: &Request, o: Outcome, relay: &str, conn_use: u32, conn_done: Option<SystemTime>) -> Vec<Done> {
+        req.recipients
+            .iter()
+            .map(|_| Done {
+                outcome: o.clone(),
+                relay: relay.to_string(),
+                conn_use,
+                conn_done,
+            })
+            .collect()
+    }
+
+    async fn deliver_maildir(&self, req: &Request, qf: &QueueFile) -> Vec<Done> {
+        let dir = req.nexthop.trim().to_string();
+        if !dir.starts_with('/') {
+            let o = Outcome::local(
+                "4.3.5",
+                format!("maildir transport: next hop \"{dir}\" is not an absolute directory; use maildir:/path/to/Maildir"),
+            );
+            return self.all(req, o, "maildir", 0, None);
+        }
+        let host = if self.settings.myhostname.is_empty() {
+            "localhost".to_string()
+        } else {
+            self.settings.myhostname.clone()
+        };
+        let mut out = Vec::new();
+        for r in &req.recipients {
+            let (d, h, s, a) = (dir.clone(), host.clone(), req.sender.clone(), r.addr.clone());
+            let content = qf.content().to_vec();
+            let res = tokio::task::spawn_blocking(move || maildir::deliver(Path::new(&d), &h, &s, &a, &content)).await;
+            let outcome = match res {
+                Ok(Ok(_)) => Outcome::sent_local("delivered to maildir"),
+                Ok(Err(e)) => Outcome::local(e.dsn(), format!("maildir delivery failed: {e}")),
+                Err(e) => Outcome::local("4.3.0", format!("maildir delivery failed: {e}")),
+            };
+            out.push(Done {
+                outcome,
+                relay: "maildir".into(),
+                conn_use: 0,
+                conn_done: None,
+            });
+        }
+        out
+    }
+
+    async fn deliver_smtp(&self, req: &Request, qf: &QueueFile) -> (Vec<Done>, bool) {
+        let s = &self.settings;
+        let nexthop = match Nexthop::parse(&req.nexthop, 25) {
+            Ok(n) => n,
+            Err(e) => {
+                let mut o = Outcome::local("4.3.5", format!("bad next hop for transport {}: {e}", req.transport));
+                o.hold = true;
+                return (self.all(req, o, "none", 0, None), true);
+            }
+        };
+        let written = req.nexthop.trim().to_string();
+        let canonical = nexthop.to_string();
+        let mut dests = vec![written.clone()];
+        if !canonical.eq_ignore_ascii_case(&written) {
+            dests.push(canonical);
+        }
+        let pre_user = if s.sasl.enable {
+            let d: Vec<&str> = dests.iter().map(String::as_str).collect();
+            let host = (!nexthop.mx).then_some(nexthop.host.as_str());
+            self.passwords
+                .lookup(s.sasl.sender_dependent, &req.sender, host, &d)
+                .ok()
+                .flatten()
+                .map(|c| c.user)
+        } else {
+            None
+        };
+        let key = Key {
+            nexthop: written.to_ascii_lowercase(),
+            level: s.tls.level,
+            sasl_user: pre_user,
+        };
+        let env = &qf.envelope;
+        let ret = env.ret().map(|r| match r {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        });
+        let job = Job {
+            queue_id: &req.queue_id,
+            sender: &req.sender,
+            recipients: &req.recipients,
+            content: qf.content(),
+            body: env.attr("body"),
+            envid: env.attr("envid"),
+            ret,
+            smtputf8: env
+                .attr("smtputf8")
+                .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "no" | "0" | "false")),
+        };
+        let setup = Setup {
+            settings: s,
+            tls: &self.tls,
+            passwords: &self.passwords,
+            tokens: self.tokens.as_deref(),
+            level: s.tls.level,
+            nexthop_host: &nexthop.host,
+            dests,
+            sender: &req.sender,
+        };
+        let mut use_cache = true;
+        loop {
+            let (mut session, reused) = match self.cached(&key, use_cache).await {
+                Some(sess) => (sess, true),
+                None => match self.open(&nexthop, &setup).await {
+                    Ok(sess) => (sess, false),
+                    Err(f) => {
+                        let site = f.outcome.status == Status::Deferred;
+                        return (self.all(req, f.outcome, &f.relay, 0, None), site);
+                    }
+                },
+            };
+            if reused
+                && s.tls.loglevel >= 1
+                && let Some(info) = &session.tls
+            {
+                log::info(&crate::tls::summary(&session.chat.peer.namaddrport(), info, true));
+            }
+            let conn_done = SystemTime::now();
+            let tx = transaction::run(&mut session, s, &job).await;
+            if reused && tx.dead_on_arrival {
+                log::info(&format!(
+                    "{}: cached session with {} is gone; retrying on a new connection",
+                    req.queue_id,
+                    session.chat.peer.namaddrport()
+                ));
+                use_cache = false;
+                continue;
+            }
+            session.uses += 1;
+            let relay = session.chat.peer.namaddrport();
+            let conn_use = session.uses;
+            self.release(key.clone(), session, tx.after, req.more_waiting).await;
+            let done = tx
+                .outcomes
+                .into_iter()
+                .map(|outcome| Done {
+                    outcome,
+                    relay: relay.clone(),
+                    conn_use,
+                    conn_done: Some(conn_done),
+                })
+                .collect();
+            return (done, false);
+        }
+    }
+
+    /// A live idle session for `key`, if any; dead and expired ones are
+    /// dropped on the way.
+    async fn cached(&self, key: &Key, use_cache: bool) -> Option<Session> {
+        if !use_cache {
+            return None;
+        }
+        loop {
+            let mut stale = Vec::new();
+            let got = self.cache.take(key, &mut stale);
+            let quit = self.settings.timeouts.quit;
+            for st in stale {
+                tokio::spawn(st.chat.quit(quit));
+            }
+            let mut sess = got?;
+            if sess.chat.idle_check().await {
+                return Some(sess);
+            }
+        }
+    }
+
+    async fn open(&self, nexthop: &Nexthop, setup: &Setup<'_>) -> Result<Session, SiteFailure> {
+        let resolver = self.resolver.as_ref().map_err(|e| {
+            SiteFailure::no_relay(Outcome::local("4.3.0", format!("DNS resolver unavailable: {e}")))
+        })?;
+        let targets = resolve::targets(resolver, &self.settings, nexthop)
+            .await
+            .map_err(|o| SiteFailure::no_relay(o).final_())?;
+        connect::open_session(&targets, setup).await
+    }
+
+    /// After a transaction: keep the session for reuse, or close it. QUIT
+    /// runs in the background so the result goes to qmgr at once.
+    async fn release(&self, key: Key, mut session: Session, after: After, more_waiting: bool) {
+        let quit = self.settings.timeouts.quit;
+        if after == After::Broken {
+            return;
+        }
+        let keep = (more_waiting || self.settings.cache.on_demand)
+            && !self.stopping.load(Ordering::SeqCst)
+            && self.cache.accepts(&session);
+        if !keep {
+            tokio::spawn(session.chat.quit(quit));
+            return;
+        }
+        if after == After::NeedsRset && !transaction::rset(&mut session, &self.settings).await {
+            return;
+        }
+        if let Some(back) = self.cache.put(key, session) {
+            tokio::spawn(back.chat.quit(quit));
+        }
+    }
+
+    /// Logs one line per recipient and builds the response.
+    fn finish(&self, req: &Request, handoff: SystemTime, done: Vec<Done>, site_failure: bool) -> Response {
+        let now = SystemTime::now();
+        let mut results = Vec::with_capacity(done.len());
+        let mut hold_route = false;
+        for (r, d) in req.recipients.iter().zip(done) {
+            hold_route |= d.outcome.hold;
+            let orig = r.orcpt.as_deref().map(|o| o.split_once(';').map_or(o, |(_, a)| a));
+            let line = log::delivery(
+                &DeliveryLine {
+                    id: &req.queue_id,
+                    to: &r.addr,
+                    orig_to: orig,
+                    relay: &d.relay,
+                    conn_use: d.conn_use,
+                    delays: Delays {
+                        arrival: queue::time::from_micros(req.arrival_us),
+                        active: Some(queue::time::from_micros(req.active_us)),
+                        handoff: Some(handoff),
+                        conn_done: d.conn_done,
+                        done: now,
+                    },
+                    dsn: &d.outcome.dsn,
+                    status: d.outcome.status_word(),
+                    reason: &d.outcome.reason,
+                },
+                self.settings.delay_resolution,
+            );
+            log::info(&line);
+            results.push(RcptResult {
+                idx: r.idx,
+                status: d.outcome.status,
+                dsn: d.outcome.dsn,
+                reason: d.outcome.reason,
+                relay: d.relay,
+                remote_mta: d.outcome.remote_mta,
+                diagnostic: d.outcome.diagnostic,
+            });
+        }
+        Response {
+            req: req.req,
+            results,
+            site_failure,
+            hold_route,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Dialogue tests against the scripted server.

@@ -1,0 +1,281 @@
+//! State shared by the sessions and the test: records, scripts, users,
+//! per-mailbox session accounting, and the wake-ups for waiters.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use openssl::ssl::SslAcceptor;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::config::{FakeConfig, TokenCheck};
+use super::record::{Message, Records, SessionLog};
+use super::script::{Action, Event, Hook, Phase};
+
+/// The mutable part, behind one mutex.
+#[derive(Default)]
+pub(crate) struct Inner {
+    pub rec: Records,
+    pub scripts: HashMap<Phase, VecDeque<Action>>,
+    pub always: HashMap<Phase, Action>,
+    pub hook: Option<Hook>,
+    pub users: HashMap<String, String>,
+    pub xoauth2: Option<TokenCheck>,
+    /// Open authenticated sessions per mailbox, oldest first.
+    mailbox_sessions: HashMap<String, Vec<u64>>,
+    next_session: u64,
+}
+
+impl Inner {
+    fn session_mut(&mut self, id: u64) -> Option<&mut SessionLog> {
+        self.rec.sessions.iter_mut().rev().find(|s| s.id == id)
+    }
+}
+
+/// Shared by the listener, the sessions and the [`FakeSmartHost`](super::FakeSmartHost).
+pub(crate) struct Shared {
+    pub cfg: FakeConfig,
+    inner: Mutex<Inner>,
+    cond: Condvar,
+    changed: watch::Sender<u64>,
+    acceptor: Mutex<Option<Arc<SslAcceptor>>>,
+    tasks: Mutex<HashMap<u64, AbortHandle>>,
+}
+
+/// Locks, ignoring poisoning: a panicking hook must not wedge the fake.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn new(cfg: FakeConfig, acceptor: Option<SslAcceptor>) -> Shared {
+        let inner = Inner {
+            users: cfg.users.clone(),
+            xoauth2: cfg.xoauth2.clone(),
+            ..Inner::default()
+        };
+        Shared {
+            cfg,
+            inner: Mutex::new(inner),
+            cond: Condvar::new(),
+            changed: watch::channel(0).0,
+            acceptor: Mutex::new(acceptor.map(Arc::new)),
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+        f(&lock(&self.inner))
+    }
+
+    /// Changes the state and wakes every waiter.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let r = f(&mut lock(&self.inner));
+        self.cond.notify_all();
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        r
+    }
+
+    pub fn acceptor(&self) -> Option<Arc<SslAcceptor>> {
+        lock(&self.acceptor).clone()
+    }
+
+    pub fn set_acceptor(&self, a: SslAcceptor) {
+        *lock(&self.acceptor) = Some(Arc::new(a));
+    }
+
+    pub fn add_task(&self, id: u64, h: AbortHandle) {
+        lock(&self.tasks).insert(id, h);
+    }
+
+    /// Aborts every session task (their guards record the close).
+    pub fn abort_sessions(&self) {
+        for (_, h) in lock(&self.tasks).drain() {
+            h.abort();
+        }
+    }
+
+    /// The scripted action for `ev`, if any. The hook runs outside the lock.
+    pub fn action(&self, ev: &Event) -> Option<Action> {
+        let hook = {
+            let mut g = lock(&self.inner);
+            if let Some(a) = g.scripts.get_mut(&ev.phase).and_then(VecDeque::pop_front) {
+                return Some(a);
+            }
+            if let Some(a) = g.always.get(&ev.phase) {
+                return Some(a.clone());
+            }
+            g.hook.clone()
+        };
+        hook.and_then(|h| h(ev))
+    }
+
+    /// Registers a new connection; returns its id.
+    pub fn session_opened(&self, peer: SocketAddr) -> u64 {
+        self.update(|g| {
+            g.next_session += 1;
+            let id = g.next_session;
+            g.rec.sessions.push(SessionLog {
+                id,
+                peer,
+                started: SystemTime::now(),
+                open: true,
+                helo: None,
+                tls: None,
+                sni: None,
+                tls_error: None,
+                plaintext_after_starttls: false,
+                auth_user: None,
+                accepted: 0,
+                transcript: Vec::new(),
+            });
+            let st = &mut g.rec.stats;
+            st.connections += 1;
+            st.open_sessions += 1;
+            st.max_concurrent = st.max_concurrent.max(st.open_sessions);
+            id
+        })
+    }
+
+    /// Records the end of a connection.
+    pub fn session_closed(&self, id: u64) {
+        lock(&self.tasks).remove(&id);
+        self.update(|g| {
+            let was_open = match g.session_mut(id) {
+                Some(s) => std::mem::replace(&mut s.open, false),
+                None => false,
+            };
+            if was_open {
+                g.rec.stats.open_sessions -= 1;
+            }
+            for list in g.mailbox_sessions.values_mut() {
+                list.retain(|&s| s != id);
+            }
+        });
+    }
+
+    /// Changes the session's log entry.
+    pub fn with_session(&self, id: u64, f: impl FnOnce(&mut SessionLog)) {
+        self.update(|g| {
+            if let Some(s) = g.session_mut(id) {
+                f(s);
+            }
+        });
+    }
+
+    /// Appends a transcript line.
+    pub fn transcript(&self, id: u64, line: String) {
+        self.with_session(id, |s| s.transcript.push(line));
+    }
+
+    /// Counts an AUTH command.
+    pub fn auth_attempt(&self) {
+        self.update(|g| g.rec.stats.auth_attempts += 1);
+    }
+
+    /// Records the outcome of an AUTH; on success registers the session
+    /// with its mailbox and counts a violation when the mailbox already had
+    /// its limit of sessions open.
+    pub fn auth_result(&self, id: u64, user: Option<&str>) {
+        let limit = self.cfg.mailbox_concurrency_limit;
+        self.update(|g| {
+            let Some(user) = user else {
+                g.rec.stats.auth_failures += 1;
+                return;
+            };
+            g.rec.stats.auth_successes += 1;
+            let key = user.to_ascii_lowercase();
+            let list = g.mailbox_sessions.entry(key.clone()).or_default();
+            list.push(id);
+            let n = list.len();
+            let st = &mut g.rec.stats;
+            if limit > 0 && n > limit {
+                st.violations += 1;
+            }
+            let max = st.max_concurrent_per_mailbox.entry(key).or_default();
+            *max = (*max).max(n);
+            if let Some(s) = g.session_mut(id) {
+                s.auth_user = Some(user.to_string());
+            }
+        });
+    }
+
+    /// True when the session is beyond its mailbox's limit: more than
+    /// `limit` sessions of the mailbox authenticated before it are open.
+    pub fn over_limit(&self, id: u64, user: &str) -> bool {
+        let limit = self.cfg.mailbox_concurrency_limit;
+        if limit == 0 {
+            return false;
+        }
+        self.read(|g| {
+            g.mailbox_sessions
+                .get(&user.to_ascii_lowercase())
+                .and_then(|l| l.iter().position(|&s| s == id))
+                .is_some_and(|rank| rank >= limit)
+        })
+    }
+
+    /// Records a message at the end of data.
+    pub fn message(&self, m: Message) {
+        self.update(|g| {
+            if m.accepted() {
+                if let Some(s) = g.session_mut(m.session) {
+                    s.accepted += 1;
+                }
+                g.rec.messages.push(m);
+            } else {
+                g.rec.refused.push(m);
+            }
+        });
+    }
+
+    /// Blocks until `pred` holds or `timeout` passes; returns a copy of the
+    /// records either way (`Err` on timeout).
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Records) -> bool,
+    ) -> Result<Records, Records> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.inner);
+        loop {
+            if pred(&g.rec) {
+                return Ok(g.rec.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(g.rec.clone());
+            }
+            g = self
+                .cond
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// [`Shared::wait_until`] for async callers.
+    pub async fn wait_until_async(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Records) -> bool,
+    ) -> Result<Records, Records> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let g = lock(&self.inner);
+                if pred(&g.rec) {
+                    return Ok(g.rec.clone());
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(lock(&self.inner).rec.clone()),
+            }
+        }
+    }
+}

@@ -21,11 +21,19 @@ const GRACE: Duration = Duration::from_secs(60);
 const BATCH: usize = 64;
 
 pub fn run(started: Started) -> anyhow::Result<()> {
-    let Started { cfg, queue, listeners, .. } = started;
+    let Started {
+        cfg,
+        queue,
+        listeners,
+        ..
+    } = started;
     let cleanup = Cleanup::new(&cfg).map_err(|errs| {
         anyhow::anyhow!(
             "cannot open lookup tables: {}",
-            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         )
     })?;
     for w in &cleanup.warnings {
@@ -35,12 +43,34 @@ pub fn run(started: Started) -> anyhow::Result<()> {
     sock.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut buf = [0u8; 64];
     loop {
+        remove_stale_temp_files(&queue);
         while scan_once(&cfg, &queue, &cleanup)? {}
         // Wait for a wake-up or the timer; drain extra wake-ups.
         let _ = sock.recv(&mut buf);
         sock.set_nonblocking(true)?;
         while sock.recv(&mut buf).is_ok() {}
         sock.set_nonblocking(false)?;
+    }
+}
+
+/// A submitter that died before renaming its temporary file acknowledged
+/// nothing; its file is removed after a day.
+fn remove_stale_temp_files(queue: &Queue) {
+    let Ok(rd) = std::fs::read_dir(queue.dir(QueueName::Maildrop)) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(".tmp.") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86400))
+            .unwrap_or(false);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
@@ -96,10 +126,15 @@ fn open_hostile(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, std::fs::M
         return Err(std::io::Error::other("not a regular file"));
     }
     if meta.nlink() != 1 {
-        return Err(std::io::Error::other(format!("file has {} links", meta.nlink())));
+        return Err(std::io::Error::other(format!(
+            "file has {} links",
+            meta.nlink()
+        )));
     }
     if meta.len() > limit {
-        return Err(std::io::Error::other(format!("file is larger than {limit} bytes")));
+        return Err(std::io::Error::other(format!(
+            "file is larger than {limit} bytes"
+        )));
     }
     // Clear O_NONBLOCK (it was only there to not hang on a FIFO).
     // SAFETY: fd is valid for the lifetime of f.
@@ -111,7 +146,12 @@ fn open_hostile(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, std::fs::M
 
 /// Processes one file; returns the new queue ID, or None when the file was
 /// skipped (young and incomplete) or discarded.
-fn pick(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup, path: &Path) -> anyhow::Result<Option<String>> {
+fn pick(
+    cfg: &conf::Config,
+    queue: &Queue,
+    cleanup: &Cleanup,
+    path: &Path,
+) -> anyhow::Result<Option<String>> {
     let limit = if cfg.message_size_limit == 0 {
         u64::MAX / 2
     } else {
@@ -121,7 +161,11 @@ fn pick(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup, path: &Path) -> an
         Ok(x) => x,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            to_corrupt(queue, path, &format!("unsafe or unreadable maildrop file: {e}"));
+            to_corrupt(
+                queue,
+                path,
+                &format!("unsafe or unreadable maildrop file: {e}"),
+            );
             return Ok(None);
         }
     };
@@ -134,7 +178,11 @@ fn pick(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup, path: &Path) -> an
             if e == FileError::Truncated && age < GRACE {
                 return Ok(None); // still being written
             }
-            to_corrupt(queue, path, &format!("malformed maildrop file from uid {}: {e}", meta.uid()));
+            to_corrupt(
+                queue,
+                path,
+                &format!("malformed maildrop file from uid {}: {e}", meta.uid()),
+            );
             return Ok(None);
         }
     };
@@ -146,7 +194,8 @@ fn pick(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup, path: &Path) -> an
     };
     let extract = env.attr("extract") == Some("yes");
     // The envelope is the user's: keep only what a submitter may set.
-    env.attrs.retain(|(k, _)| matches!(k.as_str(), "envid" | "ret" | "body" | "smtputf8"));
+    env.attrs
+        .retain(|(k, _)| matches!(k.as_str(), "envid" | "ret" | "body" | "smtputf8"));
     env.set_attr("origin", "pickup");
     env.set_attr("uid", uid.to_string());
     env.set_attr("protocol", "local");
@@ -191,12 +240,18 @@ fn validate_addresses(env: &mut queue::Envelope, uid: u32) {
             .flatten()
             .map(|u| u.name)
             .unwrap_or_else(|| format!("uid{uid}"));
-        log::warning(&format!("uid={uid}: bad sender address syntax \"{}\"; using {name}", env.sender.escape_debug()));
+        log::warning(&format!(
+            "uid={uid}: bad sender address syntax \"{}\"; using {name}",
+            env.sender.escape_debug()
+        ));
         env.sender = name;
     }
     for r in &mut env.recipients {
         if !ok(&r.addr) {
-            r.route = Some(format!("error:5.1.3 bad recipient address syntax: {}", r.addr.escape_debug()));
+            r.route = Some(format!(
+                "error:5.1.3 bad recipient address syntax: {}",
+                r.addr.escape_debug()
+            ));
         }
     }
 }
@@ -205,9 +260,10 @@ fn to_corrupt(queue: &Queue, path: &Path, reason: &str) {
     match queue.to_corrupt(path, reason) {
         Ok(dst) => log::warning(&format!("{reason}: moved to {}", dst.display())),
         Err(e) => {
-            log::warning(&format!("{reason}; cannot move it to corrupt/ ({e}); removing it"));
+            log::warning(&format!(
+                "{reason}; cannot move it to corrupt/ ({e}); removing it"
+            ));
             let _ = std::fs::remove_file(path);
         }
     }
 }
-

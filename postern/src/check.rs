@@ -17,14 +17,23 @@ pub fn run(dir: &Path) -> i32 {
             for e in &errs {
                 println!("error: {e}");
             }
-            println!("postern check: {} problem{} found", errs.len(), if errs.len() == 1 { "" } else { "s" });
+            println!(
+                "postern check: {} problem{} found",
+                errs.len(),
+                if errs.len() == 1 { "" } else { "s" }
+            );
             return 1;
         }
     };
     // Unknown parameter names: Postfix warns, so do we (user-defined names
     // referenced as $name elsewhere are fine).
     if let Ok(main) = conf::MainCf::load(&dir.join("main.cf")) {
-        let text = main.entries.iter().map(|e| e.value.as_str()).collect::<Vec<_>>().join(" ");
+        let text = main
+            .entries
+            .iter()
+            .map(|e| e.value.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
         for e in &main.entries {
             let known = conf::params::param(&e.name).is_some()
                 || e.name.ends_with("_destination_concurrency_limit")
@@ -32,18 +41,35 @@ pub fn run(dir: &Path) -> i32 {
                 || e.name.ends_with("_destination_rate_delay")
                 || text.contains(&format!("${}", e.name))
                 || text.contains(&format!("${{{}", e.name))
-                || mc.services.iter().any(|s| s.overrides.iter().any(|(_, v)| v.contains(&e.name)));
+                || mc
+                    .services
+                    .iter()
+                    .any(|s| s.overrides.iter().any(|(_, v)| v.contains(&e.name)));
             if !known {
-                warnings.push(format!("{}:{}: unknown parameter {}", main.path.display(), e.line, e.name));
+                warnings.push(format!(
+                    "{}:{}: unknown parameter {}",
+                    main.path.display(),
+                    e.line,
+                    e.name
+                ));
             }
         }
     }
     // Lookup tables.
-    let maps_params: Vec<&conf::ParamDef> = conf::PARAMS.iter().filter(|p| p.kind == conf::params::Kind::Maps).collect();
+    let maps_params: Vec<&conf::ParamDef> = conf::PARAMS
+        .iter()
+        .filter(|p| p.kind == conf::params::Kind::Maps)
+        .collect();
     for p in maps_params {
-        let Some(value) = cfg.get(p.name) else { continue };
+        let Some(value) = cfg.get(p.name) else {
+            continue;
+        };
         for spec in conf::values::split_list(&value) {
-            let origin = cfg.resolver.raw(p.name).map(|(_, o)| o).unwrap_or(Origin::Default);
+            let origin = cfg
+                .resolver
+                .raw(p.name)
+                .map(|(_, o)| o)
+                .unwrap_or(Origin::Default);
             let opened = if p.name == "alias_maps" || p.name == "alias_database" {
                 conf::tables::open_aliases(&spec, &origin)
             } else {
@@ -55,7 +81,9 @@ pub fn run(dir: &Path) -> i32 {
                     for e in errs {
                         let s = format!("{}: {e}", p.name);
                         if p.name == "alias_maps" || p.name == "alias_database" {
-                            warnings.push(format!("{s} (local aliases are not applied until this is fixed)"));
+                            warnings.push(format!(
+                                "{s} (local aliases are not applied until this is fixed)"
+                            ));
                         } else {
                             problems.push(s);
                         }
@@ -68,21 +96,39 @@ pub fn run(dir: &Path) -> i32 {
     for s in &mc.services {
         let (prog, _) = queue::service::locate_program(&cfg, "daemon_directory", &s.command);
         if !prog.exists() {
-            problems.push(format!("{}:{}: service {}: program {} not found", mc.path.display(), s.line, s.name, prog.display()));
+            problems.push(format!(
+                "{}:{}: service {}: program {} not found",
+                mc.path.display(),
+                s.line,
+                s.name,
+                prog.display()
+            ));
         }
     }
     // Queue.
     let q = Queue::new(&cfg.queue_directory);
     if !q.root.exists() {
-        warnings.push(format!("queue_directory {} does not exist yet; postern start creates it", q.root.display()));
+        warnings.push(format!(
+            "queue_directory {} does not exist yet; postern start creates it",
+            q.root.display()
+        ));
     } else {
         for qn in QueueName::ALL {
             let d = q.dir(qn);
             match std::fs::metadata(&d) {
                 Ok(m) => {
-                    let want = if qn == QueueName::Maildrop { 0o1733 } else { 0o700 };
+                    let want = if qn == QueueName::Maildrop {
+                        0o1733
+                    } else {
+                        0o700
+                    };
                     if m.permissions().mode() & 0o7777 != want {
-                        problems.push(format!("{}: mode {:o}, expected {:o} (postern start fixes it)", d.display(), m.permissions().mode() & 0o7777, want));
+                        problems.push(format!(
+                            "{}: mode {:o}, expected {:o} (postern start fixes it)",
+                            d.display(),
+                            m.permissions().mode() & 0o7777,
+                            want
+                        ));
                     }
                 }
                 Err(e) => warnings.push(format!("{}: {e} (postern start creates it)", d.display())),
@@ -121,7 +167,10 @@ pub fn run(dir: &Path) -> i32 {
             && let Ok(m) = std::fs::metadata(file)
             && m.mode() & 0o007 != 0
         {
-            problems.push(format!("{file}: holds passwords but is readable by every user (mode {:o}); use chmod 600", m.mode() & 0o777));
+            problems.push(format!(
+                "{file}: holds passwords but is readable by every user (mode {:o}); use chmod 600",
+                m.mode() & 0o777
+            ));
         }
     }
     if cfg.smtp_sasl_auth_enable && cfg.smtp_sasl_password_maps.is_empty() {
@@ -137,10 +186,26 @@ pub fn run(dir: &Path) -> i32 {
         println!("error: {p}");
     }
     if problems.is_empty() {
-        println!("postern check: configuration in {} is OK{}", dir.display(), if warnings.is_empty() { String::new() } else { format!(" ({} warning{})", warnings.len(), if warnings.len() == 1 { "" } else { "s" }) });
+        println!(
+            "postern check: configuration in {} is OK{}",
+            dir.display(),
+            if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} warning{})",
+                    warnings.len(),
+                    if warnings.len() == 1 { "" } else { "s" }
+                )
+            }
+        );
         0
     } else {
-        println!("postern check: {} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" });
+        println!(
+            "postern check: {} problem{} found",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
         1
     }
 }

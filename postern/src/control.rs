@@ -32,7 +32,11 @@ pub fn main(args: &[String]) -> i32 {
         "start" => start(&dir, false),
         "start-fg" => start(&dir, true),
         "stop" => stop(&dir),
-        "reload" => signal(&dir, nix::sys::signal::Signal::SIGHUP, "refreshing the postern mail system"),
+        "reload" => signal(
+            &dir,
+            nix::sys::signal::Signal::SIGHUP,
+            "refreshing the postern mail system",
+        ),
         "status" => status(&dir),
         "flush" => flush(&dir),
         "check" => crate::check::run(&dir),
@@ -64,7 +68,9 @@ fn load(dir: &std::path::Path) -> Option<conf::Config> {
             for e in &errs.0 {
                 eprintln!("postern: error: {e}");
             }
-            eprintln!("postern: fatal: fix the configuration errors above (postern check lists them)");
+            eprintln!(
+                "postern: fatal: fix the configuration errors above (postern check lists them)"
+            );
             None
         }
     }
@@ -74,7 +80,9 @@ fn start(dir: &std::path::Path, foreground: bool) -> i32 {
     let Some(cfg) = load(dir) else { return 1 };
     let queue = Queue::new(&cfg.queue_directory);
     if let Some(pid) = master::running_pid(&queue) {
-        eprintln!("postern/postern-script: fatal: the postern mail system is already running (pid {pid})");
+        eprintln!(
+            "postern/postern-script: fatal: the postern mail system is already running (pid {pid})"
+        );
         return 1;
     }
     if !foreground {
@@ -91,7 +99,14 @@ fn start(dir: &std::path::Path, foreground: bool) -> i32 {
             }
         }
     };
-    queue::log::init(&cfg, "master", queue::log::Options { stderr_name: None, verbose_stderr: false });
+    queue::log::init(
+        &cfg,
+        "master",
+        queue::log::Options {
+            stderr_name: None,
+            verbose_stderr: false,
+        },
+    );
     let m = match Master::prepare(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -130,7 +145,10 @@ fn stop(dir: &std::path::Path) -> i32 {
         return 1;
     };
     script_msg(Some(&cfg), "stopping the postern mail system");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let until = Instant::now() + Duration::from_secs(60);
     while Instant::now() < until {
         if master::running_pid(&queue).is_none() {
@@ -166,7 +184,14 @@ fn status(dir: &std::path::Path) -> i32 {
         Some(pid) => {
             eprintln!("postern/postern-script: the postern mail system is running: PID: {pid}");
             for (name, kind, cmd, p) in master::read_status(&queue) {
-                println!("{name:<20} {kind:<6} {cmd:<10} {}", if p == "-" { "restarting".to_string() } else { format!("pid {p}") });
+                println!(
+                    "{name:<20} {kind:<6} {cmd:<10} {}",
+                    if p == "-" {
+                        "restarting".to_string()
+                    } else {
+                        format!("pid {p}")
+                    }
+                );
             }
             0
         }

@@ -15,20 +15,33 @@ pub fn run(dir: Option<PathBuf>) -> i32 {
         }
     };
     if let Err(e) = write_config(&dir) {
-        eprintln!("postern: fatal: cannot write the demo configuration in {}: {e}", dir.display());
+        eprintln!(
+            "postern: fatal: cannot write the demo configuration in {}: {e}",
+            dir.display()
+        );
         return 1;
     }
     let etc = dir.join("etc");
-    let bin = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
     eprintln!("postern demo: configuration in {}", etc.display());
-    eprintln!("postern demo: mail is delivered into {}/Maildir/new", dir.display());
+    eprintln!(
+        "postern demo: mail is delivered into {}/Maildir/new",
+        dir.display()
+    );
     eprintln!("postern demo: try, in another terminal:");
     eprintln!(
         "  printf 'Subject: hello\\n\\nIt works.\\n' | {}/sendmail -C {}/main.cf -t you@example.com",
         bin.display(),
         etc.display()
     );
-    eprintln!("  {}/postern -c {} mailq    # the queue", bin.display(), etc.display());
+    eprintln!(
+        "  {}/postern -c {} mailq    # the queue",
+        bin.display(),
+        etc.display()
+    );
     eprintln!("  ls {}/Maildir/new", dir.display());
     eprintln!("postern demo: press Ctrl-C to stop");
     crate::control::main(&["-c".into(), etc.display().to_string(), "start-fg".into()])
@@ -47,16 +60,26 @@ fn write_config(dir: &Path) -> std::io::Result<()> {
     if !main_cf.exists() {
         let mut text = String::new();
         text.push_str("# postern demo configuration, written by 'postern demo'.\n");
-        text.push_str("# Everything stays in this directory; every message lands in the Maildir.\n");
+        text.push_str(
+            "# Everything stays in this directory; every message lands in the Maildir.\n",
+        );
         text.push_str(&format!("queue_directory = {}/spool\n", dir.display()));
         text.push_str(&format!("data_directory = {}/data\n", dir.display()));
         text.push_str("maillog_file = /dev/stderr\n");
         text.push_str(&format!("mail_owner = {user}\n"));
         text.push_str("inet_interfaces = loopback-only\n");
         text.push_str("alias_maps =\n");
-        text.push_str(&format!("default_transport = maildir:{}/Maildir\n", dir.display()));
-        text.push_str(&format!("local_transport = maildir:{}/Maildir\n", dir.display()));
-        text.push_str("minimal_backoff_time = 10s\nmaximal_backoff_time = 60s\nqueue_run_delay = 10s\n");
+        text.push_str(&format!(
+            "default_transport = maildir:{}/Maildir\n",
+            dir.display()
+        ));
+        text.push_str(&format!(
+            "local_transport = maildir:{}/Maildir\n",
+            dir.display()
+        ));
+        text.push_str(
+            "minimal_backoff_time = 10s\nmaximal_backoff_time = 60s\nqueue_run_delay = 10s\n",
+        );
         std::fs::write(&main_cf, text)?;
     }
     let master_cf = etc.join("master.cf");

@@ -30,7 +30,9 @@ pub fn parse(args: &[String], spec: &str) -> Result<(Vec<Opt>, Vec<String>), Str
         let mut j = 0;
         while j < chars.len() {
             let c = chars[j];
-            let pos = spec.find(c).ok_or_else(|| format!("invalid option -- '{c}'"))?;
+            let pos = spec
+                .find(c)
+                .ok_or_else(|| format!("invalid option -- '{c}'"))?;
             let takes = spec[pos + c.len_utf8()..].starts_with(':');
             if takes {
                 let rest: String = chars[j + 1..].iter().collect();
@@ -38,7 +40,9 @@ pub fn parse(args: &[String], spec: &str) -> Result<(Vec<Opt>, Vec<String>), Str
                     rest
                 } else {
                     i += 1;
-                    args.get(i).cloned().ok_or_else(|| format!("option requires an argument -- '{c}'"))?
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| format!("option requires an argument -- '{c}'"))?
                 };
                 opts.push(Opt::Flag(c, Some(v)));
                 break;
@@ -57,7 +61,10 @@ mod tests {
 
     #[test]
     fn forms() {
-        let a: Vec<String> = ["-c", "/x", "-vv", "-dALL", "deferred", "-n"].iter().map(|s| s.to_string()).collect();
+        let a: Vec<String> = ["-c", "/x", "-vv", "-dALL", "deferred", "-n"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (o, rest) = parse(&a, "c:d:v").unwrap();
         assert_eq!(
             o,

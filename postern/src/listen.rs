@@ -13,19 +13,28 @@ use std::os::fd::OwnedFd;
 pub fn inet_addresses(cfg: &conf::Config, s: &Service) -> anyhow::Result<Vec<SocketAddr>> {
     let name = s.name.as_str();
     let (host, port) = if let Some(rest) = name.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").with_context(|| format!("bad inet service name {name}"))?;
+        let (h, p) = rest
+            .split_once("]:")
+            .with_context(|| format!("bad inet service name {name}"))?;
         (Some(h.to_string()), p)
     } else if let Some((h, p)) = name.rsplit_once(':') {
         (Some(h.to_string()), p)
     } else {
         (None, name)
     };
-    let port = conf::nexthop::service_port(port).with_context(|| format!("bad port in inet service name {name}"))?;
+    let port = conf::nexthop::service_port(port)
+        .with_context(|| format!("bad port in inet service name {name}"))?;
     let ips: Vec<IpAddr> = match host {
-        Some(h) => vec![h.parse().with_context(|| format!("service {name}: {h} is not an IP address"))?],
+        Some(h) => vec![
+            h.parse()
+                .with_context(|| format!("service {name}: {h} is not an IP address"))?,
+        ],
         None => interface_addresses(cfg)?,
     };
-    Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 /// inet_interfaces as addresses, filtered by inet_protocols.
@@ -58,7 +67,9 @@ pub fn interface_addresses(cfg: &conf::Config) -> anyhow::Result<Vec<IpAddr>> {
                 let a = other.trim_start_matches('[').trim_end_matches(']');
                 match a.parse::<IpAddr>() {
                     Ok(ip) => out.push(ip),
-                    Err(_) => bail!("inet_interfaces: \"{other}\" is not an IP address (host names are not supported)"),
+                    Err(_) => bail!(
+                        "inet_interfaces: \"{other}\" is not an IP address (host names are not supported)"
+                    ),
                 }
             }
         }
@@ -73,7 +84,11 @@ pub fn interface_addresses(cfg: &conf::Config) -> anyhow::Result<Vec<IpAddr>> {
 /// The address is in use or not available.
 pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2) call; the result is checked.
     let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -93,15 +108,23 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<OwnedFd> {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     };
     set(libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
     if addr.is_ipv6() {
         set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)?;
     }
     match addr {
-        SocketAddr::V4(a) => nix::sys::socket::bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(a))?,
-        SocketAddr::V6(a) => nix::sys::socket::bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn6::from(a))?,
+        SocketAddr::V4(a) => {
+            nix::sys::socket::bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn::from(a))?
+        }
+        SocketAddr::V6(a) => {
+            nix::sys::socket::bind(fd.as_raw_fd(), &nix::sys::socket::SockaddrIn6::from(a))?
+        }
     }
     // SAFETY: valid bound socket.
     if unsafe { libc::listen(fd.as_raw_fd(), 1024) } < 0 {

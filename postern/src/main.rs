@@ -26,7 +26,10 @@ fn main() {
         .unwrap_or_else(|| "postern".into());
     if prog == "postern"
         && let Some(sub) = args.get(1)
-        && matches!(sub.as_str(), "postqueue" | "postsuper" | "postconf" | "postcat" | "postmap" | "postalias" | "mailq")
+        && matches!(
+            sub.as_str(),
+            "postqueue" | "postsuper" | "postconf" | "postcat" | "postmap" | "postalias" | "mailq"
+        )
     {
         prog = sub.clone();
         args.remove(0);

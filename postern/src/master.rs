@@ -89,7 +89,10 @@ fn lock_pid_file(queue: &Queue) -> anyhow::Result<std::fs::File> {
     // SAFETY: valid fd; non-blocking exclusive lock.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!("the postern mail system is already running (pid {})", pid.trim());
+        bail!(
+            "the postern mail system is already running (pid {})",
+            pid.trim()
+        );
     }
     f.set_len(0)?;
     use std::io::Write;
@@ -134,14 +137,24 @@ fn prepare_log_file(cfg: &conf::Config, uid: u32, gid: u32) -> anyhow::Result<()
 
 /// Which programs listen on a datagram (wake-up) socket rather than a stream.
 fn wants_datagram(s: &Service) -> bool {
-    matches!(s.kind, ServiceType::UnixDgram | ServiceType::Fifo) || matches!(s.command.as_str(), "pickup" | "qmgr")
+    matches!(s.kind, ServiceType::UnixDgram | ServiceType::Fifo)
+        || matches!(s.command.as_str(), "pickup" | "qmgr")
 }
 
-fn bind_service(cfg: &conf::Config, queue: &Queue, s: &Service, owner: Option<(u32, u32)>) -> anyhow::Result<Vec<OwnedFd>> {
+fn bind_service(
+    cfg: &conf::Config,
+    queue: &Queue,
+    s: &Service,
+    owner: Option<(u32, u32)>,
+) -> anyhow::Result<Vec<OwnedFd>> {
     match s.kind {
         ServiceType::Inet => bind_inet(cfg, s),
         _ => {
-            let dir = if s.private && !wants_datagram(s) { queue.private_dir() } else { queue.public_dir() };
+            let dir = if s.private && !wants_datagram(s) {
+                queue.private_dir()
+            } else {
+                queue.public_dir()
+            };
             let path = dir.join(&s.name);
             let _ = std::fs::remove_file(&path);
             let fd: OwnedFd = if wants_datagram(s) {
@@ -153,7 +166,11 @@ fn bind_service(cfg: &conf::Config, queue: &Queue, s: &Service, owner: Option<(u
                     .with_context(|| format!("bind {}", path.display()))?
                     .into()
             };
-            let mode = if wants_datagram(s) || !s.private { 0o666 } else { 0o600 };
+            let mode = if wants_datagram(s) || !s.private {
+                0o666
+            } else {
+                0o600
+            };
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
             if let Some((uid, gid)) = owner {
                 std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
@@ -169,7 +186,8 @@ fn bind_inet(cfg: &conf::Config, s: &Service) -> anyhow::Result<Vec<OwnedFd>> {
     let addrs = crate::listen::inet_addresses(cfg, s)?;
     let mut out = Vec::new();
     for a in addrs {
-        let l = crate::listen::bind_tcp(a).with_context(|| format!("bind {a} for service {}", s.name))?;
+        let l = crate::listen::bind_tcp(a)
+            .with_context(|| format!("bind {a} for service {}", s.name))?;
         out.push(high_fd(l)?);
     }
     Ok(out)
@@ -182,8 +200,14 @@ impl Master {
         let (cfg, mc) = load_all(dir).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
         let queue = Queue::new(&cfg.queue_directory);
         let root = nix::unistd::geteuid().is_root();
-        let owner = if root { Some(queue::service::mail_owner_ids(&cfg).map_err(anyhow::Error::msg)?) } else { None };
-        queue.ensure(owner).with_context(|| format!("create the queue in {}", queue.root.display()))?;
+        let owner = if root {
+            Some(queue::service::mail_owner_ids(&cfg).map_err(anyhow::Error::msg)?)
+        } else {
+            None
+        };
+        queue
+            .ensure(owner)
+            .with_context(|| format!("create the queue in {}", queue.root.display()))?;
         if let Some((uid, gid)) = owner {
             prepare_log_file(&cfg, uid, gid)?;
         }
@@ -232,7 +256,10 @@ impl Master {
         }
         cmd.args(&p.service.args);
         cmd.env("MAIL_CONFIG", &self.dir);
-        cmd.env(queue::service::LISTEN_FDS_ENV, p.listeners.len().to_string());
+        cmd.env(
+            queue::service::LISTEN_FDS_ENV,
+            p.listeners.len().to_string(),
+        );
         cmd.env_remove("NOTIFY_SOCKET");
         cmd.stdin(std::process::Stdio::null());
         let fds: Vec<RawFd> = p.listeners.iter().map(|f| f.as_raw_fd()).collect();
@@ -257,7 +284,8 @@ impl Master {
     fn start_due(&mut self) {
         let now = Instant::now();
         for i in 0..self.procs.len() {
-            let due = matches!(self.procs[i].restart_at, Some(t) if t <= now) && self.procs[i].child.is_none();
+            let due = matches!(self.procs[i].restart_at, Some(t) if t <= now)
+                && self.procs[i].child.is_none();
             if !due {
                 continue;
             }
@@ -270,7 +298,11 @@ impl Master {
                 }
                 Err(e) => {
                     let p = &mut self.procs[i];
-                    log::warning(&format!("cannot start {} for service {}: {e}", p.program.display(), p.service.name));
+                    log::warning(&format!(
+                        "cannot start {} for service {}: {e}",
+                        p.program.display(),
+                        p.service.name
+                    ));
                     p.restart_at = Some(now + p.backoff);
                     p.backoff = (p.backoff * 2).min(Duration::from_secs(60));
                 }
@@ -282,7 +314,9 @@ impl Master {
     fn reap(&mut self) {
         for p in &mut self.procs {
             let Some(c) = &mut p.child else { continue };
-            let Ok(Some(status)) = c.try_wait() else { continue };
+            let Ok(Some(status)) = c.try_wait() else {
+                continue;
+            };
             let pid = c.id();
             p.child = None;
             use std::os::unix::process::ExitStatusExt;
@@ -297,7 +331,10 @@ impl Master {
             }
             let quick = p.started.elapsed() < Duration::from_secs(10);
             if quick && how.is_some() {
-                log::warning(&format!("{}: bad command startup -- throttling", p.program.display()));
+                log::warning(&format!(
+                    "{}: bad command startup -- throttling",
+                    p.program.display()
+                ));
                 p.restart_at = Some(Instant::now() + p.backoff);
                 p.backoff = (p.backoff * 2).min(Duration::from_secs(60));
             } else {
@@ -358,8 +395,18 @@ impl Master {
     fn write_status(&self) {
         let mut s = String::new();
         for p in &self.procs {
-            let pid = p.child.as_ref().map(|c| c.id().to_string()).unwrap_or_else(|| "-".into());
-            s.push_str(&format!("{} {} {} {}\n", p.service.name, p.service.kind.as_str(), p.service.command, pid));
+            let pid = p
+                .child
+                .as_ref()
+                .map(|c| c.id().to_string())
+                .unwrap_or_else(|| "-".into());
+            s.push_str(&format!(
+                "{} {} {} {}\n",
+                p.service.name,
+                p.service.kind.as_str(),
+                p.service.command,
+                pid
+            ));
         }
         let path = self.queue.pid_dir().join("status");
         let tmp = self.queue.pid_dir().join(".status.tmp");
@@ -375,10 +422,16 @@ impl Master {
                 for e in &errs {
                     log::log(log::Level::Error, e);
                 }
-                log::warning("reload refused: the configuration has errors (see above); still running the old configuration");
+                log::warning(
+                    "reload refused: the configuration has errors (see above); still running the old configuration",
+                );
             }
             Ok((cfg, _)) => {
-                log::info(&format!("reload -- version {}, configuration {}", cfg.mail_version, self.dir.display()));
+                log::info(&format!(
+                    "reload -- version {}, configuration {}",
+                    cfg.mail_version,
+                    self.dir.display()
+                ));
                 self.cfg = cfg;
                 // Restart processes so they read the new configuration; the
                 // sockets stay open, so clients only wait.
@@ -404,7 +457,11 @@ impl Master {
         }
         set.thread_block()?;
         self.start_due();
-        log::info(&format!("daemon started -- version {}, configuration {}", self.cfg.mail_version, self.dir.display()));
+        log::info(&format!(
+            "daemon started -- version {}, configuration {}",
+            self.cfg.mail_version,
+            self.dir.display()
+        ));
         self.write_status();
         ready();
         sd_notify("READY=1");
@@ -448,8 +505,12 @@ fn wait_signal(set: &nix::sys::signal::SigSet, timeout: Duration) -> Option<i32>
 
 /// Tells systemd about state changes when run as a Type=notify service.
 pub fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
     let p = path.to_string_lossy().into_owned();
     if let Some(abs) = p.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
@@ -480,7 +541,14 @@ pub fn daemonize() -> anyhow::Result<OwnedFd> {
                 std::process::exit(0);
             }
             let msg = String::from_utf8_lossy(&buf);
-            eprintln!("postern: fatal: {}", if msg.is_empty() { "the mail system did not start; see the mail log" } else { msg.trim() });
+            eprintln!(
+                "postern: fatal: {}",
+                if msg.is_empty() {
+                    "the mail system did not start; see the mail log"
+                } else {
+                    msg.trim()
+                }
+            );
             std::process::exit(1);
         }
         ForkResult::Child => {}
@@ -491,7 +559,10 @@ pub fn daemonize() -> anyhow::Result<OwnedFd> {
     if let ForkResult::Parent { .. } = unsafe { fork() }? {
         std::process::exit(0);
     }
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     for fd in 0..3 {
         // SAFETY: valid descriptors.
         unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -506,8 +577,14 @@ pub fn read_status(queue: &Queue) -> Vec<(String, String, String, String)> {
     text.lines()
         .filter_map(|l| {
             let v: Vec<&str> = l.split_whitespace().collect();
-            (v.len() == 4).then(|| (v[0].to_string(), v[1].to_string(), v[2].to_string(), v[3].to_string()))
+            (v.len() == 4).then(|| {
+                (
+                    v[0].to_string(),
+                    v[1].to_string(),
+                    v[2].to_string(),
+                    v[3].to_string(),
+                )
+            })
         })
         .collect()
 }
-

@@ -34,7 +34,9 @@ pub fn main(args: &[String]) -> i32 {
         body = true;
     }
     if operands.is_empty() {
-        eprintln!("postcat: fatal: usage: postcat [-bhe] -q queue_id ... | postcat [-bhe] file ...");
+        eprintln!(
+            "postcat: fatal: usage: postcat [-bhe] -q queue_id ... | postcat [-bhe] file ..."
+        );
         return 64;
     }
     let dir = conf::config_dir(dir.as_deref());
@@ -51,10 +53,16 @@ pub fn main(args: &[String]) -> i32 {
     let mut status = 0;
     for op in &operands {
         let (label, path) = if by_id {
-            match [QueueName::Incoming, QueueName::Active, QueueName::Deferred, QueueName::Hold, QueueName::Maildrop]
-                .iter()
-                .map(|qn| (format!("{}/{}", qn.as_str(), op), q.path(*qn, op)))
-                .find(|(_, p)| p.exists())
+            match [
+                QueueName::Incoming,
+                QueueName::Active,
+                QueueName::Deferred,
+                QueueName::Hold,
+                QueueName::Maildrop,
+            ]
+            .iter()
+            .map(|qn| (format!("{}/{}", qn.as_str(), op), q.path(*qn, op)))
+            .find(|(_, p)| p.exists())
             {
                 Some(x) => x,
                 None => {
@@ -96,7 +104,13 @@ pub fn render(label: &str, f: &QueueFile, env: bool, hdr: bool, body: bool) -> V
         out.extend_from_slice(format!("sender: {}\n", e.sender).as_bytes());
         for r in &e.recipients {
             if let Some(o) = &r.orcpt {
-                out.extend_from_slice(format!("original_recipient: {}\n", o.split_once(';').map(|(_, a)| a).unwrap_or(o)).as_bytes());
+                out.extend_from_slice(
+                    format!(
+                        "original_recipient: {}\n",
+                        o.split_once(';').map(|(_, a)| a).unwrap_or(o)
+                    )
+                    .as_bytes(),
+                );
             }
             if r.done {
                 out.extend_from_slice(format!("done_recipient: {}\n", r.addr).as_bytes());
@@ -114,7 +128,10 @@ pub fn render(label: &str, f: &QueueFile, env: bool, hdr: bool, body: bool) -> V
             out.extend_from_slice(format!("*** MESSAGE CONTENTS {label} ***\n").as_bytes());
         }
         let rest = &content[hend..];
-        let rest = rest.strip_prefix(b"\r\n").or_else(|| rest.strip_prefix(b"\n")).unwrap_or(rest);
+        let rest = rest
+            .strip_prefix(b"\r\n")
+            .or_else(|| rest.strip_prefix(b"\n"))
+            .unwrap_or(rest);
         if hdr {
             out.push(b'\n');
         }
@@ -144,6 +161,10 @@ fn crlf_to_lf(b: &[u8]) -> Vec<u8> {
 fn asctime(t: std::time::SystemTime) -> String {
     // "Sun Nov 22 05:50:00 2026", as Postfix prints it.
     let stamp = queue::time::mailq_stamp(t);
-    let year = queue::time::rfc2822_date(t).split_whitespace().nth(3).unwrap_or("").to_string();
+    let year = queue::time::rfc2822_date(t)
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or("")
+        .to_string();
     format!("{stamp} {year}")
 }

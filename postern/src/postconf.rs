@@ -17,8 +17,19 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let mut dir: Option<PathBuf> = None;
-    let (mut defaults, mut edit, mut values_only, mut types, mut nondefault, mut expand, mut master, mut remove, mut comment) =
-        (false, false, false, false, false, false, false, false, false);
+    let (
+        mut defaults,
+        mut edit,
+        mut values_only,
+        mut types,
+        mut nondefault,
+        mut expand,
+        mut master,
+        mut remove,
+        mut comment,
+    ) = (
+        false, false, false, false, false, false, false, false, false,
+    );
     for Opt::Flag(c, v) in opts {
         match c {
             'c' => dir = v.map(PathBuf::from),
@@ -37,7 +48,10 @@ pub fn main(args: &[String]) -> i32 {
     let dir = conf::config_dir(dir.as_deref());
     let main_cf = dir.join("main.cf");
     if types {
-        for t in ["btree", "cdb", "cidr", "dbm", "hash", "inline", "lmdb", "pcre", "regexp", "sdbm", "static", "texthash"] {
+        for t in [
+            "btree", "cdb", "cidr", "dbm", "hash", "inline", "lmdb", "pcre", "regexp", "sdbm",
+            "static", "texthash",
+        ] {
             println!("{t}");
         }
         return 0;
@@ -93,7 +107,11 @@ pub fn main(args: &[String]) -> i32 {
             return Some(dir.display().to_string());
         }
         let raw = resolver.raw(name).map(|(v, _)| v)?;
-        if expand { resolver.expand_text(&raw).ok().or(Some(raw)) } else { Some(raw) }
+        if expand {
+            resolver.expand_text(&raw).ok().or(Some(raw))
+        } else {
+            Some(raw)
+        }
     };
     let mut out = String::new();
     let mut status = 0;
@@ -119,7 +137,11 @@ pub fn main(args: &[String]) -> i32 {
         }
     } else if nondefault {
         for e in mc.effective() {
-            let v = if expand { resolver.expand_text(&e.value).unwrap_or(e.value.clone()) } else { e.value.clone() };
+            let v = if expand {
+                resolver.expand_text(&e.value).unwrap_or(e.value.clone())
+            } else {
+                e.value.clone()
+            };
             print(&mut out, &e.name, &v);
         }
     } else {
@@ -166,7 +188,10 @@ fn edit_main(path: &std::path::Path, items: &[String], set: bool, remove: bool) 
                 return 64;
             }
             if conf::params::param(n).is_none() {
-                eprintln!("postconf: warning: {}: unknown parameter {n}", path.display());
+                eprintln!(
+                    "postconf: warning: {}: unknown parameter {n}",
+                    path.display()
+                );
             }
             updates.push((n.to_string(), v.trim().to_string()));
         }

@@ -29,10 +29,14 @@ pub fn main(args: &[String], aliases: bool) -> i32 {
         eprintln!("{prog}: fatal: usage: {prog} [-q key] type:file ...");
         return 64;
     }
-    let default_type = if aliases { "hash" } else { "hash" };
+    let default_type = "hash";
     let mut status = if query.is_some() { 1 } else { 0 };
     for op in &operands {
-        let spec = if op.contains(':') { op.clone() } else { format!("{default_type}:{op}") };
+        let spec = if op.contains(':') {
+            op.clone()
+        } else {
+            format!("{default_type}:{op}")
+        };
         let opened = if aliases {
             conf::tables::open_aliases(&spec, &Origin::CommandLine)
         } else {
@@ -54,7 +58,11 @@ pub fn main(args: &[String], aliases: bool) -> i32 {
             eprintln!("{prog}: warning: {w}");
         }
         if let Some(key) = &query {
-            let key = if key == "-" { String::new() } else { key.clone() };
+            let key = if key == "-" {
+                String::new()
+            } else {
+                key.clone()
+            };
             match table.lookup(&key) {
                 Ok(Some(v)) => {
                     println!("{v}");

@@ -35,7 +35,9 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     if !rest.is_empty() {
-        eprintln!("postqueue: fatal: usage: postqueue -f | postqueue -i queueid | postqueue -j | postqueue -p | postqueue -s site");
+        eprintln!(
+            "postqueue: fatal: usage: postqueue -f | postqueue -i queueid | postqueue -j | postqueue -p | postqueue -s site"
+        );
         return 64;
     }
     let mut dir: Option<PathBuf> = None;
@@ -63,7 +65,22 @@ pub fn main(args: &[String]) -> i32 {
             return 78;
         }
     };
-    queue::log::init(&cfg, "postqueue", queue::log::Options { stderr_name: Some("postqueue".into()), verbose_stderr: false });
+    queue::log::init(
+        &cfg,
+        "postqueue",
+        queue::log::Options {
+            stderr_name: Some("postqueue".into()),
+            verbose_stderr: false,
+        },
+    );
+    // Root reads the queue as mail_owner, so that SQLite never creates
+    // files in the queue that the daemons cannot open.
+    if nix::unistd::geteuid().is_root()
+        && let Err(e) = queue::service::drop_privileges(&cfg)
+    {
+        eprintln!("postqueue: fatal: {e}");
+        return 77;
+    }
     match mode {
         Some(('p', _)) => print_list(&cfg, false),
         Some(('j', _)) => print_list(&cfg, true),
@@ -79,7 +96,9 @@ pub fn main(args: &[String]) -> i32 {
             flush(&cfg, &t)
         }
         _ => {
-            eprintln!("postqueue: fatal: usage: postqueue -f | postqueue -i queueid | postqueue -j | postqueue -p | postqueue -s site");
+            eprintln!(
+                "postqueue: fatal: usage: postqueue -f | postqueue -i queueid | postqueue -j | postqueue -p | postqueue -s site"
+            );
             64
         }
     }
@@ -110,7 +129,9 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
         let msgs = ix.messages().map_err(|e| e.to_string())?;
         let mut rcpts = ix.all_recipients().map_err(|e| e.to_string())?;
         for m in msgs {
-            let Some(qn) = QueueName::parse(&m.queue) else { continue };
+            let Some(qn) = QueueName::parse(&m.queue) else {
+                continue;
+            };
             indexed.insert(m.id.clone());
             let rs = rcpts.remove(&m.id).unwrap_or_default();
             out.push(Entry {
@@ -123,7 +144,11 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
                     .into_iter()
                     .filter(|r| !r.done)
                     .map(|r| {
-                        let orig = r.orcpt.as_deref().and_then(|o| o.split_once(';').map(|(_, a)| a.to_string())).unwrap_or_else(|| r.addr.clone());
+                        let orig = r
+                            .orcpt
+                            .as_deref()
+                            .and_then(|o| o.split_once(';').map(|(_, a)| a.to_string()))
+                            .unwrap_or_else(|| r.addr.clone());
                         (orig, r.addr, r.reason.unwrap_or_default())
                     })
                     .collect(),
@@ -131,11 +156,21 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
         }
     }
     // Files the queue manager has not indexed yet.
-    for qn in [QueueName::Maildrop, QueueName::Incoming, QueueName::Active, QueueName::Deferred, QueueName::Hold] {
+    for qn in [
+        QueueName::Maildrop,
+        QueueName::Incoming,
+        QueueName::Active,
+        QueueName::Deferred,
+        QueueName::Hold,
+    ] {
         let names = match q.list(qn) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(format!("cannot read {}: permission denied; run mailq as root or {}", q.dir(qn).display(), cfg.mail_owner));
+                return Err(format!(
+                    "cannot read {}: permission denied; run mailq as root or {}",
+                    q.dir(qn).display(),
+                    cfg.mail_owner
+                ));
             }
             Err(_) => continue,
         };
@@ -143,19 +178,38 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
             if indexed.contains(&name) {
                 continue;
             }
-            let Ok(f) = QueueFile::read(&q.path(qn, &name)) else { continue };
+            let Ok(f) = QueueFile::read(&q.path(qn, &name)) else {
+                continue;
+            };
             let e = &f.envelope;
             out.push(Entry {
                 queue: qn,
-                id: if qn == QueueName::Maildrop { name[..name.len().min(12)].to_ascii_uppercase() } else { name.clone() },
-                arrival: e.arrival.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+                id: if qn == QueueName::Maildrop {
+                    name[..name.len().min(12)].to_ascii_uppercase()
+                } else {
+                    name.clone()
+                },
+                arrival: e
+                    .arrival
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
                 size: (f.content_end - f.content_start) as i64,
                 sender: e.sender.clone(),
                 rcpts: e
                     .recipients
                     .iter()
                     .filter(|r| !r.done)
-                    .map(|r| (r.orcpt.as_deref().and_then(|o| o.split_once(';').map(|(_, a)| a.to_string())).unwrap_or_else(|| r.addr.clone()), r.addr.clone(), String::new()))
+                    .map(|r| {
+                        (
+                            r.orcpt
+                                .as_deref()
+                                .and_then(|o| o.split_once(';').map(|(_, a)| a.to_string()))
+                                .unwrap_or_else(|| r.addr.clone()),
+                            r.addr.clone(),
+                            String::new(),
+                        )
+                    })
                     .collect(),
             });
         }
@@ -178,7 +232,10 @@ pub fn format_text(entries: &[Entry], empty_addr: &str) -> String {
     let mut total: i64 = 0;
     for (n, e) in entries.iter().enumerate() {
         if n == 0 {
-            s.push_str(&format!("{:<11} {:>7} {:<20} {}\n", "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"));
+            s.push_str(&format!(
+                "{:<11} {:>7} {:<20} {}\n",
+                "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"
+            ));
         } else {
             s.push('\n');
         }
@@ -189,12 +246,27 @@ pub fn format_text(entries: &[Entry], empty_addr: &str) -> String {
             _ => {}
         }
         let stamp = queue::time::mailq_stamp(queue::time::from_micros(e.arrival * 1_000_000));
-        let sender = if e.sender.is_empty() { empty_addr } else { e.sender.as_str() };
-        s.push_str(&format!("{:<11} {:>7} {:>20.20} {}\n", id, e.size, format!("{stamp} "), sender));
+        let sender = if e.sender.is_empty() {
+            empty_addr
+        } else {
+            e.sender.as_str()
+        };
+        s.push_str(&format!(
+            "{:<11} {:>7} {:>20.20} {}\n",
+            id,
+            e.size,
+            format!("{stamp} "),
+            sender
+        ));
         let mut last_reason: Option<&str> = None;
         for (_, addr, reason) in &e.rcpts {
-            if last_reason != Some(reason.as_str()) && !(last_reason.is_none() && reason.is_empty()) {
-                let shown = if reason.is_empty() { "reason unavailable" } else { reason.as_str() };
+            if last_reason != Some(reason.as_str()) && !(last_reason.is_none() && reason.is_empty())
+            {
+                let shown = if reason.is_empty() {
+                    "reason unavailable"
+                } else {
+                    reason.as_str()
+                };
                 let pad = 76usize.saturating_sub(shown.len());
                 s.push_str(&format!("{:pad$}({shown})\n", ""));
             }
@@ -207,7 +279,12 @@ pub fn format_text(entries: &[Entry], empty_addr: &str) -> String {
         s.push_str("Mail queue is empty\n");
     } else {
         let n = entries.len();
-        s.push_str(&format!("\n-- {} Kbytes in {} Request{}.\n", total / 1024, n, if n == 1 { "" } else { "s" }));
+        s.push_str(&format!(
+            "\n-- {} Kbytes in {} Request{}.\n",
+            total / 1024,
+            n,
+            if n == 1 { "" } else { "s" }
+        ));
     }
     s
 }
@@ -220,7 +297,11 @@ fn json_str(s: &str) -> String {
 pub fn format_json(entries: &[Entry], empty_addr: &str) -> String {
     let mut s = String::new();
     for e in entries {
-        let sender = if e.sender.is_empty() { empty_addr } else { e.sender.as_str() };
+        let sender = if e.sender.is_empty() {
+            empty_addr
+        } else {
+            e.sender.as_str()
+        };
         s.push_str(&format!(
             "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [",
             json_str(e.queue.as_str()),
@@ -233,7 +314,11 @@ pub fn format_json(entries: &[Entry], empty_addr: &str) -> String {
             if i > 0 {
                 s.push_str(", ");
             }
-            s.push_str(&format!("{{\"orig_address\": {}, \"address\": {}", json_str(orig), json_str(addr)));
+            s.push_str(&format!(
+                "{{\"orig_address\": {}, \"address\": {}",
+                json_str(orig),
+                json_str(addr)
+            ));
             if !reason.is_empty() {
                 s.push_str(&format!(", \"delay_reason\": {}", json_str(reason)));
             }
@@ -252,7 +337,11 @@ fn print_list(cfg: &conf::Config, json: bool) -> i32 {
             return 75;
         }
     };
-    let text = if json { format_json(&entries, &cfg.empty_address_recipient) } else { format_text(&entries, &cfg.empty_address_recipient) };
+    let text = if json {
+        format_json(&entries, &cfg.empty_address_recipient)
+    } else {
+        format_text(&entries, &cfg.empty_address_recipient)
+    };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => 0,
@@ -277,8 +366,16 @@ mod tests {
                 size: 1234,
                 sender: "scan@contoso.com".into(),
                 rcpts: vec![
-                    ("bob@contoso.com".into(), "bob@contoso.com".into(), "connect to smtp.office365.com[52.98.1.2]:587: Connection refused".into()),
-                    ("carol@contoso.com".into(), "carol@contoso.com".into(), "connect to smtp.office365.com[52.98.1.2]:587: Connection refused".into()),
+                    (
+                        "bob@contoso.com".into(),
+                        "bob@contoso.com".into(),
+                        "connect to smtp.office365.com[52.98.1.2]:587: Connection refused".into(),
+                    ),
+                    (
+                        "carol@contoso.com".into(),
+                        "carol@contoso.com".into(),
+                        "connect to smtp.office365.com[52.98.1.2]:587: Connection refused".into(),
+                    ),
                 ],
             },
             Entry {

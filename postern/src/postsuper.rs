@@ -61,7 +61,14 @@ pub fn main(args: &[String]) -> i32 {
             return 78;
         }
     };
-    queue::log::init(&cfg, "postsuper", queue::log::Options { stderr_name: Some("postsuper".into()), verbose_stderr: false });
+    queue::log::init(
+        &cfg,
+        "postsuper",
+        queue::log::Options {
+            stderr_name: Some("postsuper".into()),
+            verbose_stderr: false,
+        },
+    );
     if let Err(e) = queue::service::drop_privileges(&cfg) {
         eprintln!("postsuper: fatal: {e}");
         return 77;
@@ -81,16 +88,42 @@ pub fn main(args: &[String]) -> i32 {
     let mut counts = [0usize; 4];
     for (action, arg) in &actions {
         let default: &[QueueName] = match action {
-            Action::Delete | Action::Requeue => &[QueueName::Hold, QueueName::Incoming, QueueName::Active, QueueName::Deferred],
+            Action::Delete | Action::Requeue => &[
+                QueueName::Hold,
+                QueueName::Incoming,
+                QueueName::Active,
+                QueueName::Deferred,
+            ],
             Action::Hold => &[QueueName::Incoming, QueueName::Active, QueueName::Deferred],
             Action::Release => &[QueueName::Hold],
         };
-        let scope: Vec<QueueName> = if queues.is_empty() { default.to_vec() } else { queues.iter().copied().filter(|x| default.contains(x)).collect() };
+        let scope: Vec<QueueName> = if queues.is_empty() {
+            default.to_vec()
+        } else {
+            queues
+                .iter()
+                .copied()
+                .filter(|x| default.contains(x))
+                .collect()
+        };
         let ids: Vec<(QueueName, String)> = if arg == "ALL" {
-            scope.iter().flat_map(|qn| q.list(*qn).unwrap_or_default().into_iter().map(move |n| (*qn, n))).collect()
+            scope
+                .iter()
+                .flat_map(|qn| {
+                    q.list(*qn)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |n| (*qn, n))
+                })
+                .collect()
         } else if arg == "-" {
             let stdin = std::io::stdin();
-            let wanted: Vec<String> = stdin.lock().lines().map_while(Result::ok).flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
+            let wanted: Vec<String> = stdin
+                .lock()
+                .lines()
+                .map_while(Result::ok)
+                .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .collect();
             find_ids(&q, &scope, &wanted)
         } else {
             find_ids(&q, &scope, std::slice::from_ref(arg))
@@ -109,10 +142,19 @@ pub fn main(args: &[String]) -> i32 {
             }
         }
     }
-    let labels = ["Deleted", "Placed on hold", "Released from hold", "Requeued"];
+    let labels = [
+        "Deleted",
+        "Placed on hold",
+        "Released from hold",
+        "Requeued",
+    ];
     for (i, n) in counts.iter().enumerate() {
         if *n > 0 {
-            let line = format!("{}: {n} message{}", labels[i], if *n == 1 { "" } else { "s" });
+            let line = format!(
+                "{}: {n} message{}",
+                labels[i],
+                if *n == 1 { "" } else { "s" }
+            );
             eprintln!("postsuper: {line}");
             queue::log::info(&line);
         }
@@ -134,7 +176,13 @@ fn find_ids(q: &Queue, scope: &[QueueName], wanted: &[String]) -> Vec<(QueueName
     out
 }
 
-fn apply(q: &Queue, ix: &mut Index, action: Action, from: QueueName, id: &str) -> Result<bool, String> {
+fn apply(
+    q: &Queue,
+    ix: &mut Index,
+    action: Action,
+    from: QueueName,
+    id: &str,
+) -> Result<bool, String> {
     let e = |e: std::io::Error| e.to_string();
     match action {
         Action::Delete => {
@@ -152,12 +200,14 @@ fn apply(q: &Queue, ix: &mut Index, action: Action, from: QueueName, id: &str) -
                 return Ok(false);
             }
             q.move_to(id, from, QueueName::Hold).map_err(e)?;
-            ix.batch(|b| b.set_queue(id, QueueName::Hold)).map_err(|x| x.to_string())?;
+            ix.batch(|b| b.set_queue(id, QueueName::Hold))
+                .map_err(|x| x.to_string())?;
             queue::log::info(&format!("{id}: placed on hold"));
             Ok(true)
         }
         Action::Release => {
-            q.move_to(id, QueueName::Hold, QueueName::Deferred).map_err(e)?;
+            q.move_to(id, QueueName::Hold, QueueName::Deferred)
+                .map_err(e)?;
             let now = queue::time::micros(std::time::SystemTime::now());
             ix.batch(|b| {
                 b.set_queue(id, QueueName::Deferred)?;
@@ -181,7 +231,12 @@ fn apply(q: &Queue, ix: &mut Index, action: Action, from: QueueName, id: &str) -
 fn repair_queue(q: &Queue, ix: &mut Index) -> i32 {
     let mut status = 0;
     let mut present = std::collections::HashSet::new();
-    for qn in [QueueName::Incoming, QueueName::Active, QueueName::Deferred, QueueName::Hold] {
+    for qn in [
+        QueueName::Incoming,
+        QueueName::Active,
+        QueueName::Deferred,
+        QueueName::Hold,
+    ] {
         for name in q.list(qn).unwrap_or_default() {
             let path = q.path(qn, &name);
             match QueueFile::read(&path) {
@@ -196,7 +251,12 @@ fn repair_queue(q: &Queue, ix: &mut Index) -> i32 {
                         let r = ix.batch(|b| {
                             b.insert(&name, qn, &f.envelope, size, None)?;
                             if qn == QueueName::Deferred {
-                                b.set_deferred(&name, queue::time::micros(std::time::SystemTime::now()), 0, "index rebuilt by postsuper -s")?;
+                                b.set_deferred(
+                                    &name,
+                                    queue::time::micros(std::time::SystemTime::now()),
+                                    0,
+                                    "index rebuilt by postsuper -s",
+                                )?;
                             }
                             Ok(())
                         });
@@ -209,8 +269,13 @@ fn repair_queue(q: &Queue, ix: &mut Index) -> i32 {
                 Err(e) => {
                     let reason = e.to_string();
                     match q.to_corrupt(&path, &reason) {
-                        Ok(dst) => eprintln!("postsuper: warning: {name}: {reason}; moved to {}", dst.display()),
-                        Err(err) => eprintln!("postsuper: warning: {name}: {reason}; cannot move to corrupt/: {err}"),
+                        Ok(dst) => eprintln!(
+                            "postsuper: warning: {name}: {reason}; moved to {}",
+                            dst.display()
+                        ),
+                        Err(err) => eprintln!(
+                            "postsuper: warning: {name}: {reason}; cannot move to corrupt/: {err}"
+                        ),
                     }
                     status = 1;
                 }
@@ -221,7 +286,10 @@ fn repair_queue(q: &Queue, ix: &mut Index) -> i32 {
         for r in rows {
             if !present.contains(&r.id) {
                 let _ = ix.batch(|b| b.delete(&r.id));
-                eprintln!("postsuper: warning: {}: index entry without queue file removed", r.id);
+                eprintln!(
+                    "postsuper: warning: {}: index entry without queue file removed",
+                    r.id
+                );
             }
         }
     }

@@ -65,9 +65,12 @@ pub fn socket_path(queue: &queue::Queue, transport: &str) -> Option<PathBuf> {
     if transport.is_empty() || transport.contains('/') || transport.starts_with('.') {
         return None;
     }
-    [queue.private_dir().join(transport), queue.public_dir().join(transport)]
-        .into_iter()
-        .find(|p| p.exists())
+    [
+        queue.private_dir().join(transport),
+        queue.public_dir().join(transport),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
 }
 
 /// Connects to an agent and starts its reader and writer tasks.
@@ -90,12 +93,20 @@ pub async fn connect(
             let bytes = match deliver::encode(&req) {
                 Ok(b) => b,
                 Err(e) => {
-                    let _ = ev.send(Event::AgentDown { transport: t.clone(), conn, error: e.to_string() });
+                    let _ = ev.send(Event::AgentDown {
+                        transport: t.clone(),
+                        conn,
+                        error: e.to_string(),
+                    });
                     return;
                 }
             };
             if let Err(e) = wr.write_all(&bytes).await {
-                let _ = ev.send(Event::AgentDown { transport: t.clone(), conn, error: e.to_string() });
+                let _ = ev.send(Event::AgentDown {
+                    transport: t.clone(),
+                    conn,
+                    error: e.to_string(),
+                });
                 return;
             }
         }
@@ -107,25 +118,43 @@ pub async fn connect(
             loop {
                 match deliver::decode::<Response>(&mut buf) {
                     Ok(Some(resp)) => {
-                        if events.send(Event::Response { transport: transport.clone(), resp }).is_err() {
+                        if events
+                            .send(Event::Response {
+                                transport: transport.clone(),
+                                resp,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let _ = events.send(Event::AgentDown { transport, conn, error: format!("malformed response: {e}") });
+                        let _ = events.send(Event::AgentDown {
+                            transport,
+                            conn,
+                            error: format!("malformed response: {e}"),
+                        });
                         return;
                     }
                 }
             }
             match rd.read(&mut chunk).await {
                 Ok(0) => {
-                    let _ = events.send(Event::AgentDown { transport, conn, error: "connection closed".into() });
+                    let _ = events.send(Event::AgentDown {
+                        transport,
+                        conn,
+                        error: "connection closed".into(),
+                    });
                     return;
                 }
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) => {
-                    let _ = events.send(Event::AgentDown { transport, conn, error: e.to_string() });
+                    let _ = events.send(Event::AgentDown {
+                        transport,
+                        conn,
+                        error: e.to_string(),
+                    });
                     return;
                 }
             }

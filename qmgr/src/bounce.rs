@@ -58,10 +58,24 @@ pub struct Addressing {
 }
 
 /// Builds the notification's content.
-pub fn build(cfg: &Config, kind: Kind, orig: &Original<'_>, failures: &[Failure], to: &Addressing, new_id: QueueId) -> Vec<u8> {
+pub fn build(
+    cfg: &Config,
+    kind: Kind,
+    orig: &Original<'_>,
+    failures: &[Failure],
+    to: &Addressing,
+    new_id: QueueId,
+) -> Vec<u8> {
     let now = SystemTime::now();
     let host = &cfg.myhostname;
-    let boundary = format!("{}.{}/{}", new_id, now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0), host);
+    let boundary = format!(
+        "{}.{}/{}",
+        new_id,
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        host
+    );
     let subject = match (kind, to.postmaster_copy) {
         (Kind::Failed, false) => "Undelivered Mail Returned to Sender",
         (Kind::Failed, true) => "Postmaster Copy: Undelivered Mail",
@@ -69,16 +83,30 @@ pub fn build(cfg: &Config, kind: Kind, orig: &Original<'_>, failures: &[Failure]
         (Kind::Delayed, true) => "Postmaster Warning: Delayed Mail",
     };
     let mut m = String::new();
-    m.push_str(&format!("From: MAILER-DAEMON@{host} (Mail Delivery System)\r\n"));
+    m.push_str(&format!(
+        "From: MAILER-DAEMON@{host} (Mail Delivery System)\r\n"
+    ));
     m.push_str(&format!("Subject: {subject}\r\n"));
-    m.push_str(&format!("To: {}\r\n", if to.to.is_empty() { "MAILER-DAEMON" } else { &to.to }));
+    m.push_str(&format!(
+        "To: {}\r\n",
+        if to.to.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &to.to
+        }
+    ));
     m.push_str("Auto-Submitted: auto-replied\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
     m.push_str(&format!(
         "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n"
     ));
     m.push_str("Content-Transfer-Encoding: 8bit\r\n");
-    m.push_str(&format!("Message-Id: <{}.{}@{}>\r\n", queue::time::message_id_stamp(now), new_id, host));
+    m.push_str(&format!(
+        "Message-Id: <{}.{}@{}>\r\n",
+        queue::time::message_id_stamp(now),
+        new_id,
+        host
+    ));
     m.push_str(&format!("Date: {}\r\n", queue::time::rfc2822_date(now)));
     m.push_str("\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
@@ -117,18 +145,31 @@ pub fn build(cfg: &Config, kind: Kind, orig: &Original<'_>, failures: &[Failure]
     m.push_str(&format!("--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
     m.push_str(&format!("Reporting-MTA: dns; {host}\r\n"));
     m.push_str(&format!("X-Postern-Queue-ID: {}\r\n", orig.id));
-    m.push_str(&format!("X-Postern-Sender: rfc822; {}\r\n", orig.env.sender));
+    m.push_str(&format!(
+        "X-Postern-Sender: rfc822; {}\r\n",
+        orig.env.sender
+    ));
     if let Some(envid) = orig.env.attr("envid") {
         m.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
     }
-    m.push_str(&format!("Arrival-Date: {}\r\n", queue::time::rfc2822_date(orig.env.arrival)));
+    m.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        queue::time::rfc2822_date(orig.env.arrival)
+    ));
     for f in failures {
         m.push_str("\r\n");
         m.push_str(&format!("Final-Recipient: rfc822; {}\r\n", f.rcpt));
         if let Some(o) = &f.orcpt {
             m.push_str(&format!("Original-Recipient: {o}\r\n"));
         }
-        m.push_str(&format!("Action: {}\r\n", if kind == Kind::Failed { "failed" } else { "delayed" }));
+        m.push_str(&format!(
+            "Action: {}\r\n",
+            if kind == Kind::Failed {
+                "failed"
+            } else {
+                "delayed"
+            }
+        ));
         m.push_str(&format!("Status: {}\r\n", f.dsn));
         if let Some(r) = &f.remote_mta {
             m.push_str(&format!("Remote-MTA: dns; {r}\r\n"));
@@ -141,7 +182,10 @@ pub fn build(cfg: &Config, kind: Kind, orig: &Original<'_>, failures: &[Failure]
         m.push_str("\r\n");
         if kind == Kind::Delayed {
             let until = orig.env.arrival + cfg.maximal_queue_lifetime;
-            m.push_str(&format!("Will-Retry-Until: {}\r\n", queue::time::rfc2822_date(until)));
+            m.push_str(&format!(
+                "Will-Retry-Until: {}\r\n",
+                queue::time::rfc2822_date(until)
+            ));
         }
     }
     m.push_str("\r\n");
@@ -234,10 +278,10 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
 
 fn human_duration(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s % 86400 == 0 && s >= 86400 {
+    if s.is_multiple_of(86400) && s >= 86400 {
         let n = s / 86400;
         format!("{n} day{}", if n == 1 { "" } else { "s" })
-    } else if s % 3600 == 0 && s >= 3600 {
+    } else if s.is_multiple_of(3600) && s >= 3600 {
         let n = s / 3600;
         format!("{n} hour{}", if n == 1 { "" } else { "s" })
     } else {
@@ -251,7 +295,11 @@ mod tests {
 
     #[test]
     fn dsn_is_multipart_report_with_the_exact_reply() {
-        let main = conf::MainCf::parse("myhostname = relay.contoso.com\n", std::path::Path::new("m")).unwrap();
+        let main = conf::MainCf::parse(
+            "myhostname = relay.contoso.com\n",
+            std::path::Path::new("m"),
+        )
+        .unwrap();
         let cfg = Config::build(&main, &[]).unwrap();
         let env = Envelope {
             arrival: SystemTime::now(),
@@ -264,7 +312,9 @@ mod tests {
             rcpt: "bob@contoso.com".into(),
             orcpt: Some("rfc822;bob@contoso.com".into()),
             dsn: "5.7.60".into(),
-            reason: format!("host smtp.office365.com[52.98.1.2] said: {reply} (in reply to end of DATA command)"),
+            reason: format!(
+                "host smtp.office365.com[52.98.1.2] said: {reply} (in reply to end of DATA command)"
+            ),
             remote_mta: Some("smtp.office365.com".into()),
             diagnostic: Some(reply.into()),
         }];
@@ -272,9 +322,17 @@ mod tests {
         let out = build(
             &cfg,
             Kind::Failed,
-            &Original { id: "8F3A21C09B00", env: &env, content },
+            &Original {
+                id: "8F3A21C09B00",
+                env: &env,
+                content,
+            },
             &failures,
-            &Addressing { sender: String::new(), to: "scan@contoso.com".into(), postmaster_copy: false },
+            &Addressing {
+                sender: String::new(),
+                to: "scan@contoso.com".into(),
+                postmaster_copy: false,
+            },
             QueueId::now(),
         );
         let text = String::from_utf8(out).unwrap();
@@ -285,7 +343,10 @@ mod tests {
         assert!(text.contains("Remote-MTA: dns; smtp.office365.com\r\n"));
         // The exact reply survives (folded lines joined back with spaces).
         let unfolded = text.replace("\r\n    ", " ");
-        assert!(unfolded.contains(&format!("Diagnostic-Code: smtp; {reply}")), "{text}");
+        assert!(
+            unfolded.contains(&format!("Diagnostic-Code: smtp; {reply}")),
+            "{text}"
+        );
         assert!(text.contains("Content-Type: message/rfc822\r\n\r\nSubject: scan\r\n\r\nbody\r\n"));
         assert!(text.trim_end().ends_with("--"));
     }

@@ -21,10 +21,15 @@ use tokio::sync::mpsc;
 
 /// How often incoming/ is scanned without a wake-up.
 const INCOMING_SCAN: Duration = Duration::from_secs(5);
+/// How long a stop waits for deliveries in flight.
+const STOP_GRACE: Duration = Duration::from_secs(8);
 
 fn main() {
     let started = queue::service::start("qmgr");
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => log::fatal(1, &format!("cannot start the event loop: {e}")),
     };
@@ -39,8 +44,14 @@ fn open_index(queue: &queue::Queue) -> anyhow::Result<Index> {
         Ok(ix) => Ok(ix),
         Err(e) => {
             // A damaged index is rebuilt from the files (they are the truth).
-            let aside = path.with_extension(format!("sqlite.damaged-{}", queue::time::micros(std::time::SystemTime::now())));
-            log::warning(&format!("{e}; moving it aside to {} and rebuilding from the queue files", aside.display()));
+            let aside = path.with_extension(format!(
+                "sqlite.damaged-{}",
+                queue::time::micros(std::time::SystemTime::now())
+            ));
+            log::warning(&format!(
+                "{e}; moving it aside to {} and rebuilding from the queue files",
+                aside.display()
+            ));
             std::fs::rename(&path, &aside)?;
             for ext in ["sqlite-wal", "sqlite-shm"] {
                 let _ = std::fs::remove_file(path.with_extension(ext));
@@ -51,12 +62,20 @@ fn open_index(queue: &queue::Queue) -> anyhow::Result<Index> {
 }
 
 async fn run(started: queue::service::Started) -> anyhow::Result<()> {
-    let queue::service::Started { cfg, queue, mut listeners, .. } = started;
+    let queue::service::Started {
+        cfg,
+        queue,
+        mut listeners,
+        ..
+    } = started;
     let index = open_index(&queue)?;
     let router = route::Router::new(&cfg).map_err(|errs| {
         anyhow::anyhow!(
             "cannot open routing tables: {}",
-            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         )
     })?;
     let wake = match listeners.drain(..).next() {
@@ -69,7 +88,10 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
             let path = queue.public_dir().join("qmgr");
             let _ = std::fs::remove_file(&path);
             let s = UnixDatagram::bind(&path)?;
-            let _ = std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+            let _ = std::fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(0o666),
+            );
             s
         }
     };
@@ -98,13 +120,38 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         incoming_backlog: false,
     };
     m.reconcile();
-    log::info(&format!("queue manager started: {} deferred, {} on hold", m.due.len(), m.held.len()));
+    log::info(&format!(
+        "queue manager started: {} deferred, {} on hold",
+        m.due.len(),
+        m.held.len()
+    ));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut next_incoming = Instant::now();
     let mut next_full_scan = Instant::now() + m.cfg.queue_run_delay;
     let mut buf = [0u8; 256];
+    let mut stopping: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        if let Some(deadline) = stopping {
+            // Graceful stop: no new deliveries; wait for those in flight so
+            // their results are recorded (no duplicates after a restart).
+            m.commit();
+            if m.inflight.is_empty() || now >= deadline {
+                if !m.inflight.is_empty() {
+                    log::warning(&format!(
+                        "stopping with {} deliveries in flight; they will be retried",
+                        m.inflight.len()
+                    ));
+                }
+                log::info("queue manager stopped");
+                return Ok(());
+            }
+            tokio::select! {
+                Some(ev) = rx.recv() => handle_event(&mut m, ev),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
         if now >= next_incoming || m.incoming_backlog {
             m.scan_incoming();
             next_incoming = now + INCOMING_SCAN;
@@ -143,8 +190,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(deadline.into()) => {}
             _ = sigterm.recv() => {
                 m.commit();
-                log::info("queue manager stopping");
-                return Ok(());
+                stopping = Some(Instant::now() + STOP_GRACE);
             }
         }
     }
@@ -154,8 +200,14 @@ fn handle_event(m: &mut Manager, ev: agents::Event) {
     match ev {
         agents::Event::Response { transport, resp } => m.on_response(&transport, resp),
         agents::Event::Connected { transport, agent } => m.on_connected(transport, agent),
-        agents::Event::ConnectFailed { transport, error } => m.on_connect_failed(&transport, &error),
-        agents::Event::AgentDown { transport, conn, error } => m.on_agent_down(&transport, conn, &error),
+        agents::Event::ConnectFailed { transport, error } => {
+            m.on_connect_failed(&transport, &error)
+        }
+        agents::Event::AgentDown {
+            transport,
+            conn,
+            error,
+        } => m.on_agent_down(&transport, conn, &error),
     }
 }
 
@@ -186,7 +238,10 @@ fn master_maxproc(cfg: &conf::Config) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     if let Ok(mc) = conf::mastercf::MasterCf::load(&path) {
         for s in mc.services {
-            let n = s.maxproc.map(|n| n as usize).unwrap_or(cfg.default_process_limit as usize);
+            let n = s
+                .maxproc
+                .map(|n| n as usize)
+                .unwrap_or(cfg.default_process_limit as usize);
             out.insert(s.name.clone(), if n == 0 { usize::MAX } else { n });
         }
     }

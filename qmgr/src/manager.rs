@@ -10,7 +10,7 @@ use conf::Config;
 use queue::file::{Envelope, QueueFile};
 use queue::index::Index;
 use queue::layout::{Queue, QueueName};
-use queue::log::{self, DeliveryLine, Delays};
+use queue::log::{self, Delays, DeliveryLine};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -19,11 +19,22 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum Op {
     /// A new or re-read message.
-    Insert { id: String, queue: QueueName, env: Box<Envelope>, size: u64, message_id: Option<String> },
+    Insert {
+        id: String,
+        queue: QueueName,
+        env: Box<Envelope>,
+        size: u64,
+        message_id: Option<String>,
+    },
     /// Moved between queues.
     SetQueue { id: String, queue: QueueName },
     /// Deferred until `next`.
-    Deferred { id: String, next: i64, attempts: i64, reason: String },
+    Deferred {
+        id: String,
+        next: i64,
+        attempts: i64,
+        reason: String,
+    },
     /// Due at `next` (flush).
     NextAttempt { id: String, next: i64 },
     /// Delay warning sent.
@@ -31,7 +42,11 @@ pub enum Op {
     /// Recipient delivered or bounced.
     RcptDone { id: String, idx: usize },
     /// Recipient deferred, with why.
-    RcptReason { id: String, idx: usize, reason: String },
+    RcptReason {
+        id: String,
+        idx: usize,
+        reason: String,
+    },
     /// Message gone.
     Delete { id: String },
 }
@@ -68,6 +83,9 @@ pub struct Msg {
     pub newly_done: Vec<usize>,
 }
 
+/// A request in flight: message, destination, recipient indices.
+pub type InFlight = (String, DestKey, Vec<usize>);
+
 /// The manager.
 pub struct Manager {
     /// Configuration.
@@ -93,7 +111,7 @@ pub struct Manager {
     /// Agent connections by transport.
     pub agents: HashMap<String, AgentConn>,
     /// Requests in flight: (transport, req) → (message, destination, recipients).
-    pub inflight: HashMap<(String, u64), (String, DestKey, Vec<usize>)>,
+    pub inflight: HashMap<(String, u64), InFlight>,
     /// Next request number.
     pub next_req: u64,
     /// Connection generation counter.
@@ -126,9 +144,20 @@ impl Manager {
         let r = self.index.batch(|b| {
             for op in &ops {
                 match op {
-                    Op::Insert { id, queue, env, size, message_id } => b.insert(id, *queue, env, *size, message_id.as_deref())?,
+                    Op::Insert {
+                        id,
+                        queue,
+                        env,
+                        size,
+                        message_id,
+                    } => b.insert(id, *queue, env, *size, message_id.as_deref())?,
                     Op::SetQueue { id, queue } => b.set_queue(id, *queue)?,
-                    Op::Deferred { id, next, attempts, reason } => b.set_deferred(id, *next, *attempts, reason)?,
+                    Op::Deferred {
+                        id,
+                        next,
+                        attempts,
+                        reason,
+                    } => b.set_deferred(id, *next, *attempts, reason)?,
                     Op::NextAttempt { id, next } => b.set_next_attempt(id, *next)?,
                     Op::Warned { id } => b.set_warned(id)?,
                     Op::RcptDone { id, idx } => b.recipient_done(id, *idx)?,
@@ -140,7 +169,9 @@ impl Manager {
         });
         if let Err(e) = r {
             // The files stay the truth; the index is repaired at next start.
-            log::warning(&format!("{e}; the index will be rebuilt from the queue files at the next start"));
+            log::warning(&format!(
+                "{e}; the index will be rebuilt from the queue files at the next start"
+            ));
         }
     }
 
@@ -175,9 +206,18 @@ impl Manager {
                 message_id: mid,
             });
             let pending = qf.envelope.recipients.iter().filter(|r| !r.done).count();
-            log::info(&log::opened(id, &qf.envelope.sender, size, pending, "queue active"));
+            log::info(&log::opened(
+                id,
+                &qf.envelope.sender,
+                size,
+                pending,
+                "queue active",
+            ));
         } else {
-            self.ops.push(Op::SetQueue { id: id.to_string(), queue: QueueName::Active });
+            self.ops.push(Op::SetQueue {
+                id: id.to_string(),
+                queue: QueueName::Active,
+            });
         }
         let msg = Msg {
             id: id.to_string(),
@@ -195,7 +235,9 @@ impl Manager {
 
     /// Routes the pending recipients of an active message into jobs.
     fn route(&mut self, id: &str) {
-        let Some(msg) = self.msgs.get_mut(id) else { return };
+        let Some(msg) = self.msgs.get_mut(id) else {
+            return;
+        };
         let sender = msg.env.sender.clone();
         let pending: Vec<(usize, String, Option<String>)> = msg
             .env
@@ -208,9 +250,15 @@ impl Manager {
         let mut groups: HashMap<DestKey, Vec<usize>> = HashMap::new();
         let mut immediate: Vec<(usize, Outcome, String, String)> = Vec::new(); // idx, outcome, dsn, text
         for (idx, addr, fixed) in pending {
-            match self.router.resolve(&self.cfg, &addr, fixed.as_deref(), &sender) {
+            match self
+                .router
+                .resolve(&self.cfg, &addr, fixed.as_deref(), &sender)
+            {
                 Ok(Route::Agent { transport, nexthop }) => {
-                    groups.entry(DestKey { transport, nexthop }).or_default().push(idx);
+                    groups
+                        .entry(DestKey { transport, nexthop })
+                        .or_default()
+                        .push(idx);
                 }
                 Ok(Route::Error { dsn, text }) => {
                     if dsn.starts_with('4') {
@@ -231,7 +279,9 @@ impl Manager {
                         ));
                     }
                 }
-                Ok(Route::Discard { text }) => immediate.push((idx, Outcome::Sent, "2.0.0".into(), text)),
+                Ok(Route::Discard { text }) => {
+                    immediate.push((idx, Outcome::Sent, "2.0.0".into(), text))
+                }
                 Err(e) => {
                     let text = format!("address resolver failure: {e}");
                     immediate.push((idx, Outcome::Deferred(text.clone()), "4.3.0".into(), text));
@@ -241,7 +291,9 @@ impl Manager {
         // Outcomes decided here are logged as Postfix's error/discard agents do.
         let activated = self.msgs.get(id).map(|m| m.activated);
         for (idx, outcome, dsn, text) in immediate {
-            let Some(msg) = self.msgs.get_mut(id) else { return };
+            let Some(msg) = self.msgs.get_mut(id) else {
+                return;
+            };
             let (status, program) = match &outcome {
                 Outcome::Sent => ("sent", "discard"),
                 Outcome::Deferred(_) => ("deferred", "error"),
@@ -308,7 +360,9 @@ impl Manager {
 
     /// Records the outcome of one recipient.
     pub fn record(&mut self, id: &str, idx: usize, outcome: Outcome) {
-        let Some(msg) = self.msgs.get_mut(id) else { return };
+        let Some(msg) = self.msgs.get_mut(id) else {
+            return;
+        };
         match &outcome {
             Outcome::Sent | Outcome::Bounced(_) => {}
             Outcome::Deferred(reason) => self.ops.push(Op::RcptReason {
@@ -323,7 +377,9 @@ impl Manager {
     /// Completes an attempt when every job is answered: notifications,
     /// deferral or removal.
     pub fn finish(&mut self, id: &str) {
-        let Some(mut msg) = self.msgs.remove(id) else { return };
+        let Some(mut msg) = self.msgs.remove(id) else {
+            return;
+        };
         let now = SystemTime::now();
         let age = now.duration_since(msg.env.arrival).unwrap_or_default();
         let lifetime = if msg.env.sender.is_empty() {
@@ -352,7 +408,10 @@ impl Manager {
         }
         let expired = !deferred.is_empty() && (lifetime.is_zero() || age >= lifetime);
         if expired {
-            log::info(&format!("{id}: from=<{}>, status=expired, returned to sender", msg.env.sender));
+            log::info(&format!(
+                "{id}: from=<{}>, status=expired, returned to sender",
+                msg.env.sender
+            ));
             for (idx, reason) in std::mem::take(&mut deferred) {
                 let r = &msg.env.recipients[idx];
                 bounced.push((
@@ -361,7 +420,10 @@ impl Manager {
                         rcpt: r.addr.clone(),
                         orcpt: r.orcpt.clone(),
                         dsn: "4.4.7".into(),
-                        reason: format!("message expired after {} in the queue; last problem: {reason}", human(age)),
+                        reason: format!(
+                            "message expired after {} in the queue; last problem: {reason}",
+                            human(age)
+                        ),
                         remote_mta: None,
                         diagnostic: None,
                     },
@@ -380,7 +442,9 @@ impl Manager {
                 })
                 .collect();
             if let Err(e) = self.notify(&msg, Kind::Failed, &failures) {
-                log::warning(&format!("{id}: cannot queue the non-delivery notification ({e}); will retry"));
+                log::warning(&format!(
+                    "{id}: cannot queue the non-delivery notification ({e}); will retry"
+                ));
                 for (idx, f) in std::mem::take(&mut bounced) {
                     deferred.push((idx, f.reason));
                 }
@@ -393,7 +457,10 @@ impl Manager {
             if !msg.env.recipients[idx].done {
                 msg.env.recipients[idx].done = true;
                 msg.newly_done.push(idx);
-                self.ops.push(Op::RcptDone { id: id.to_string(), idx });
+                self.ops.push(Op::RcptDone {
+                    id: id.to_string(),
+                    idx,
+                });
             }
         }
         if deferred.is_empty() {
@@ -440,13 +507,25 @@ impl Manager {
                 Err(e) => log::warning(&format!("{id}: cannot queue the delay notification: {e}")),
             }
         }
-        let delay = age.clamp(self.cfg.minimal_backoff_time, self.cfg.maximal_backoff_time.max(self.cfg.minimal_backoff_time));
+        let delay = age.clamp(
+            self.cfg.minimal_backoff_time,
+            self.cfg
+                .maximal_backoff_time
+                .max(self.cfg.minimal_backoff_time),
+        );
         let next = queue::time::micros(now + delay);
         let reason = deferred.first().map(|(_, r)| r.clone()).unwrap_or_default();
         for (idx, r) in &deferred {
-            self.ops.push(Op::RcptReason { id: id.to_string(), idx: *idx, reason: r.clone() });
+            self.ops.push(Op::RcptReason {
+                id: id.to_string(),
+                idx: *idx,
+                reason: r.clone(),
+            });
         }
-        if let Err(e) = self.queue.move_to(id, QueueName::Active, QueueName::Deferred) {
+        if let Err(e) = self
+            .queue
+            .move_to(id, QueueName::Active, QueueName::Deferred)
+        {
             if e.kind() == std::io::ErrorKind::NotFound {
                 // Deleted meanwhile (postsuper -d).
                 self.ops.push(Op::Delete { id: id.to_string() });
@@ -454,8 +533,14 @@ impl Manager {
             }
             log::warning(&format!("{id}: cannot move to deferred: {e}"));
         }
-        self.ops.push(Op::Deferred { id: id.to_string(), next, attempts: msg.attempts, reason });
-        self.deferred_meta.insert(id.to_string(), (msg.attempts, msg.warned));
+        self.ops.push(Op::Deferred {
+            id: id.to_string(),
+            next,
+            attempts: msg.attempts,
+            reason,
+        });
+        self.deferred_meta
+            .insert(id.to_string(), (msg.attempts, msg.warned));
         self.due_insert(id, next);
     }
 
@@ -470,10 +555,15 @@ impl Manager {
             Ok(q) => q.bytes[q.content_start..q.content_end].to_vec(),
             Err(_) => Vec::new(),
         };
-        let orig = Original { id: &msg.id, env: &msg.env, content: &content };
+        let orig = Original {
+            id: &msg.id,
+            env: &msg.env,
+            content: &content,
+        };
         let classes = &self.cfg.notify_classes;
         let double_bounce = self.cfg.double_bounce_sender.clone();
-        let is_double_bounce_sender = msg.env.sender.split('@').next() == Some(double_bounce.as_str());
+        let is_double_bounce_sender =
+            msg.env.sender.split('@').next() == Some(double_bounce.as_str());
         let program = "bounce";
         if msg.env.sender.is_empty() || is_double_bounce_sender {
             if kind == Kind::Delayed || is_double_bounce_sender {
@@ -486,13 +576,21 @@ impl Manager {
                     to: qualify(&self.cfg.double_bounce_notice_recipient, &self.cfg),
                     postmaster_copy: false,
                 };
-                let nid = bounce::queue_notification(&self.cfg, &self.queue, kind, &orig, failures, &to)?;
-                log::log_ident(program, log::Level::Info, &format!("{}: postmaster non-delivery notification: {nid}", msg.id));
+                let nid =
+                    bounce::queue_notification(&self.cfg, &self.queue, kind, &orig, failures, &to)?;
+                log::log_ident(
+                    program,
+                    log::Level::Info,
+                    &format!("{}: postmaster non-delivery notification: {nid}", msg.id),
+                );
             } else {
                 log::log_ident(
                     program,
                     log::Level::Info,
-                    &format!("{}: undeliverable bounce discarded (add 2bounce to notify_classes to receive these)", msg.id),
+                    &format!(
+                        "{}: undeliverable bounce discarded (add 2bounce to notify_classes to receive these)",
+                        msg.id
+                    ),
                 );
             }
             return Ok(());
@@ -503,8 +601,16 @@ impl Manager {
             postmaster_copy: false,
         };
         let nid = bounce::queue_notification(&self.cfg, &self.queue, kind, &orig, failures, &to)?;
-        let what = if kind == Kind::Failed { "sender non-delivery notification" } else { "sender delay notification" };
-        log::log_ident(program, log::Level::Info, &format!("{}: {what}: {nid}", msg.id));
+        let what = if kind == Kind::Failed {
+            "sender non-delivery notification"
+        } else {
+            "sender delay notification"
+        };
+        log::log_ident(
+            program,
+            log::Level::Info,
+            &format!("{}: {what}: {nid}", msg.id),
+        );
         let (class, rcpt) = if kind == Kind::Failed {
             ("bounce", &self.cfg.bounce_notice_recipient)
         } else {
@@ -517,8 +623,23 @@ impl Manager {
                 postmaster_copy: true,
             };
             match bounce::queue_notification(&self.cfg, &self.queue, kind, &orig, failures, &to) {
-                Ok(pid) => log::log_ident(program, log::Level::Info, &format!("{}: postmaster {} notification: {pid}", msg.id, if kind == Kind::Failed { "non-delivery" } else { "delay" })),
-                Err(e) => log::warning(&format!("{}: cannot queue the postmaster copy: {e}", msg.id)),
+                Ok(pid) => log::log_ident(
+                    program,
+                    log::Level::Info,
+                    &format!(
+                        "{}: postmaster {} notification: {pid}",
+                        msg.id,
+                        if kind == Kind::Failed {
+                            "non-delivery"
+                        } else {
+                            "delay"
+                        }
+                    ),
+                ),
+                Err(e) => log::warning(&format!(
+                    "{}: cannot queue the postmaster copy: {e}",
+                    msg.id
+                )),
             }
         }
         queue::wake::wake(&self.queue, "qmgr", &[queue::wake::NEW_MAIL]);
@@ -528,8 +649,13 @@ impl Manager {
     /// Moves an unreadable file to corrupt/ and forgets the message.
     pub fn corrupt(&mut self, path: &std::path::Path, id: &str, reason: &str) {
         match self.queue.to_corrupt(path, reason) {
-            Ok(dst) => log::warning(&format!("{id}: unreadable queue file: {reason}; moved to {}", dst.display())),
-            Err(e) => log::warning(&format!("{id}: unreadable queue file: {reason}; cannot move it to corrupt/: {e}")),
+            Ok(dst) => log::warning(&format!(
+                "{id}: unreadable queue file: {reason}; moved to {}",
+                dst.display()
+            )),
+            Err(e) => log::warning(&format!(
+                "{id}: unreadable queue file: {reason}; cannot move it to corrupt/: {e}"
+            )),
         }
         self.ops.push(Op::Delete { id: id.to_string() });
         self.due_remove(id);
@@ -554,7 +680,9 @@ impl Manager {
         let now = now_us();
         let limit = self.cfg.qmgr_message_active_limit as usize;
         while self.msgs.len() < limit {
-            let Some((at, id)) = self.due.iter().next().cloned() else { break };
+            let Some((at, id)) = self.due.iter().next().cloned() else {
+                break;
+            };
             if at > now {
                 break;
             }
@@ -582,8 +710,13 @@ impl Manager {
         let ids: Vec<String> = self.due_of.keys().cloned().collect();
         let site = site.to_ascii_lowercase();
         for id in ids {
-            let Ok(rows) = self.index.recipients(&id) else { continue };
-            if rows.iter().any(|r| !r.done && crate::route::rcpt_domain(&r.addr).eq_ignore_ascii_case(&site)) {
+            let Ok(rows) = self.index.recipients(&id) else {
+                continue;
+            };
+            if rows
+                .iter()
+                .any(|r| !r.done && crate::route::rcpt_domain(&r.addr).eq_ignore_ascii_case(&site))
+            {
                 self.due_insert(&id, now);
                 self.ops.push(Op::NextAttempt { id, next: now });
             }
@@ -600,7 +733,10 @@ impl Manager {
         if self.due_of.contains_key(id) {
             let now = now_us();
             self.due_insert(id, now);
-            self.ops.push(Op::NextAttempt { id: id.to_string(), next: now });
+            self.ops.push(Op::NextAttempt {
+                id: id.to_string(),
+                next: now,
+            });
         }
     }
 
@@ -615,7 +751,9 @@ impl Manager {
 /// Writes `done` over the `rcpt` marker of newly finished recipients.
 fn mark_done(path: &std::path::Path, msg: &Msg) {
     use std::os::unix::fs::FileExt;
-    let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else { return };
+    let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else {
+        return;
+    };
     for idx in &msg.newly_done {
         let off = msg.env.recipients[*idx].offset as u64;
         let _ = f.write_all_at(b"done", off);
@@ -625,14 +763,20 @@ fn mark_done(path: &std::path::Path, msg: &Msg) {
 fn wants_failure_notice(notify: Option<&str>) -> bool {
     match notify {
         None => true,
-        Some(n) => n.to_ascii_uppercase().split(',').any(|p| p.trim() == "FAILURE"),
+        Some(n) => n
+            .to_ascii_uppercase()
+            .split(',')
+            .any(|p| p.trim() == "FAILURE"),
     }
 }
 
 fn wants_delay_notice(notify: Option<&str>) -> bool {
     match notify {
         None => true,
-        Some(n) => n.to_ascii_uppercase().split(',').any(|p| p.trim() == "DELAY"),
+        Some(n) => n
+            .to_ascii_uppercase()
+            .split(',')
+            .any(|p| p.trim() == "DELAY"),
     }
 }
 

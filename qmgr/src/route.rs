@@ -56,27 +56,47 @@ impl Router {
     ///
     /// # Errors
     /// A table lookup failed: defer the recipient.
-    pub fn resolve(&self, cfg: &Config, rcpt: &str, fixed: Option<&str>, sender: &str) -> Result<Route, String> {
+    pub fn resolve(
+        &self,
+        cfg: &Config,
+        rcpt: &str,
+        fixed: Option<&str>,
+        sender: &str,
+    ) -> Result<Route, String> {
         if let Some(r) = fixed {
             return Ok(parse_transport(r, "", rcpt_domain(rcpt)));
         }
         let domain = rcpt_domain(rcpt);
-        let local = cfg.mydestination.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        let local = cfg
+            .mydestination
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain));
         let relay = cfg.relay_domains.iter().any(|d| {
             let d = d.trim_start_matches('.');
-            domain.eq_ignore_ascii_case(d) || domain.to_ascii_lowercase().ends_with(&format!(".{}", d.to_ascii_lowercase()))
+            domain.eq_ignore_ascii_case(d)
+                || domain
+                    .to_ascii_lowercase()
+                    .ends_with(&format!(".{}", d.to_ascii_lowercase()))
         });
         // Class defaults.
         let (mut class_transport, mut class_nexthop) = if local {
             (cfg.local_transport.clone(), cfg.myhostname.clone())
         } else if relay {
-            (cfg.relay_transport.clone(), self.relayhost(cfg, sender)?.unwrap_or_else(|| domain.to_string()))
+            (
+                cfg.relay_transport.clone(),
+                self.relayhost(cfg, sender)?
+                    .unwrap_or_else(|| domain.to_string()),
+            )
         } else {
             let t = match self.sender_lookup(&self.sender_transport, sender)? {
                 Some(t) => t,
                 None => cfg.default_transport.clone(),
             };
-            (t, self.relayhost(cfg, sender)?.unwrap_or_else(|| domain.to_string()))
+            (
+                t,
+                self.relayhost(cfg, sender)?
+                    .unwrap_or_else(|| domain.to_string()),
+            )
         };
         // A transport value may carry its own next hop.
         if let Some((t, nh)) = class_transport.clone().split_once(':') {
@@ -91,18 +111,30 @@ impl Router {
         if !self.transport_maps.is_empty()
             && let Some(v) = self
                 .transport_maps
-                .find_transport_with(rcpt, &cfg.recipient_delimiter, conf::tables::ParentMatch::DotDomain)
+                .find_transport_with(
+                    rcpt,
+                    &cfg.recipient_delimiter,
+                    conf::tables::ParentMatch::DotDomain,
+                )
                 .map_err(|e| e.to_string())?
         {
             let (t, nh) = match v.split_once(':') {
                 Some((t, nh)) => (t.trim(), nh.trim()),
                 None => (v.trim(), ""),
             };
-            let t = if t.is_empty() { class_transport.as_str() } else { t };
+            let t = if t.is_empty() {
+                class_transport.as_str()
+            } else {
+                t
+            };
             if matches!(t, "error" | "retry" | "discard") {
                 return Ok(parse_transport(&format!("{t}:{nh}"), "", domain));
             }
-            let nh = if nh.is_empty() { class_nexthop.as_str() } else { nh };
+            let nh = if nh.is_empty() {
+                class_nexthop.as_str()
+            } else {
+                nh
+            };
             return Ok(Route::Agent {
                 transport: t.to_string(),
                 nexthop: nh.to_string(),
@@ -130,9 +162,15 @@ impl Router {
         if sender.is_empty() {
             return maps.find("<>").map_err(|e| e.to_string());
         }
-        maps.find_address(sender, &conf::tables::AddrSearch { recipient_delimiter: String::new(), local_domain: false })
-            .map(|o| o.map(|(v, _)| v))
-            .map_err(|e| e.to_string())
+        maps.find_address(
+            sender,
+            &conf::tables::AddrSearch {
+                recipient_delimiter: String::new(),
+                local_domain: false,
+            },
+        )
+        .map(|o| o.map(|(v, _)| v))
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -152,20 +190,40 @@ pub fn parse_transport(value: &str, default_nexthop: &str, domain: &str) -> Rout
                     (code.to_string(), rest.trim().to_string())
                 }
                 _ => (
-                    if t == "retry" { "4.3.0".into() } else { "5.0.0".into() },
-                    if text.is_empty() { "mail delivery failed".into() } else { text.to_string() },
+                    if t == "retry" {
+                        "4.3.0".into()
+                    } else {
+                        "5.0.0".into()
+                    },
+                    if text.is_empty() {
+                        "mail delivery failed".into()
+                    } else {
+                        text.to_string()
+                    },
                 ),
             };
-            let dsn = if t == "retry" && dsn.starts_with('5') { format!("4{}", &dsn[1..]) } else { dsn };
+            let dsn = if t == "retry" && dsn.starts_with('5') {
+                format!("4{}", &dsn[1..])
+            } else {
+                dsn
+            };
             Route::Error { dsn, text }
         }
         "discard" => Route::Discard {
-            text: if rest.trim().is_empty() { "discarded".into() } else { rest.trim().to_string() },
+            text: if rest.trim().is_empty() {
+                "discarded".into()
+            } else {
+                rest.trim().to_string()
+            },
         },
         _ => Route::Agent {
             transport: t.to_string(),
             nexthop: if rest.is_empty() {
-                if default_nexthop.is_empty() { domain.to_string() } else { default_nexthop.to_string() }
+                if default_nexthop.is_empty() {
+                    domain.to_string()
+                } else {
+                    default_nexthop.to_string()
+                }
             } else {
                 rest.to_string()
             },
@@ -178,7 +236,11 @@ mod tests {
     use super::*;
 
     fn cfg(extra: &str) -> Config {
-        let main = conf::MainCf::parse(&format!("myhostname = relay.contoso.com\n{extra}"), std::path::Path::new("m")).unwrap();
+        let main = conf::MainCf::parse(
+            &format!("myhostname = relay.contoso.com\n{extra}"),
+            std::path::Path::new("m"),
+        )
+        .unwrap();
         Config::build(&main, &[]).unwrap()
     }
 
@@ -188,9 +250,15 @@ mod tests {
         let r = Router::new(&c).unwrap();
         assert_eq!(
             r.resolve(&c, "bob@contoso.com", None, "a@b").unwrap(),
-            Route::Agent { transport: "smtp".into(), nexthop: "[smtp.office365.com]:587".into() }
+            Route::Agent {
+                transport: "smtp".into(),
+                nexthop: "[smtp.office365.com]:587".into()
+            }
         );
-        match r.resolve(&c, "root@relay.contoso.com", None, "a@b").unwrap() {
+        match r
+            .resolve(&c, "root@relay.contoso.com", None, "a@b")
+            .unwrap()
+        {
             Route::Error { dsn, text } => {
                 assert_eq!(dsn, "5.1.1");
                 assert!(text.contains("alias"), "{text}");
@@ -201,7 +269,10 @@ mod tests {
         let r = Router::new(&c).unwrap();
         assert_eq!(
             r.resolve(&c, "bob@contoso.com", None, "").unwrap(),
-            Route::Agent { transport: "smtp".into(), nexthop: "contoso.com".into() }
+            Route::Agent {
+                transport: "smtp".into(),
+                nexthop: "contoso.com".into()
+            }
         );
     }
 
@@ -214,27 +285,46 @@ mod tests {
         let r = Router::new(&c).unwrap();
         assert_eq!(
             r.resolve(&c, "bob@contoso.com", None, "").unwrap(),
-            Route::Agent { transport: "smtp".into(), nexthop: "[10.0.0.1]:2525".into() }
+            Route::Agent {
+                transport: "smtp".into(),
+                nexthop: "[10.0.0.1]:2525".into()
+            }
         );
         assert_eq!(
             r.resolve(&c, "x@a.sub.example", None, "").unwrap(),
-            Route::Agent { transport: "relay".into(), nexthop: "a.sub.example".into() }
+            Route::Agent {
+                transport: "relay".into(),
+                nexthop: "a.sub.example".into()
+            }
         );
         assert_eq!(
             r.resolve(&c, "x@bad.example", None, "").unwrap(),
-            Route::Error { dsn: "5.7.1".into(), text: "no mail for you".into() }
+            Route::Error {
+                dsn: "5.7.1".into(),
+                text: "no mail for you".into()
+            }
         );
         assert_eq!(
             r.resolve(&c, "x@slow.example", None, "").unwrap(),
-            Route::Error { dsn: "4.3.0".into(), text: "try later".into() }
+            Route::Error {
+                dsn: "4.3.0".into(),
+                text: "try later".into()
+            }
         );
         assert_eq!(
             r.resolve(&c, "x@elsewhere.example", None, "").unwrap(),
-            Route::Agent { transport: "maildir".into(), nexthop: "/tmp/md".into() }
+            Route::Agent {
+                transport: "maildir".into(),
+                nexthop: "/tmp/md".into()
+            }
         );
         assert_eq!(
-            r.resolve(&c, "x@y", Some("error:5.3.0 unsupported alias"), "").unwrap(),
-            Route::Error { dsn: "5.3.0".into(), text: "unsupported alias".into() }
+            r.resolve(&c, "x@y", Some("error:5.3.0 unsupported alias"), "")
+                .unwrap(),
+            Route::Error {
+                dsn: "5.3.0".into(),
+                text: "unsupported alias".into()
+            }
         );
     }
 
@@ -244,7 +334,10 @@ mod tests {
         let r = Router::new(&c).unwrap();
         assert_eq!(
             r.resolve(&c, "anyone@example.com", None, "").unwrap(),
-            Route::Agent { transport: "maildir".into(), nexthop: "/var/mail/demo".into() }
+            Route::Agent {
+                transport: "maildir".into(),
+                nexthop: "/var/mail/demo".into()
+            }
         );
     }
 }

@@ -49,7 +49,9 @@ impl Manager {
                 && !self.msgs.contains_key(&new)
                 && queue::write::rename_noreplace(&dir.join(name), &dir.join(&new)).is_ok()
             {
-                log::warning(&format!("{name}: queue ID already in use; renamed to {new}"));
+                log::warning(&format!(
+                    "{name}: queue ID already in use; renamed to {new}"
+                ));
                 return;
             }
             id = id.next();
@@ -69,11 +71,14 @@ impl Manager {
                 Vec::new()
             }
         };
-        let mut known: HashMap<String, queue::index::MessageRow> = rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut known: HashMap<String, queue::index::MessageRow> =
+            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
         // Interrupted deliveries.
         if let Ok(names) = self.queue.list(QueueName::Active) {
             for name in names {
-                let _ = self.queue.move_to(&name, QueueName::Active, QueueName::Incoming);
+                let _ = self
+                    .queue
+                    .move_to(&name, QueueName::Active, QueueName::Incoming);
             }
         }
         let now = queue::time::micros(std::time::SystemTime::now());
@@ -96,7 +101,8 @@ impl Manager {
                 match known.get(&name) {
                     Some(row) if row.queue == q.as_str() => {
                         if due {
-                            self.deferred_meta.insert(name.clone(), (row.attempts, row.warned));
+                            self.deferred_meta
+                                .insert(name.clone(), (row.attempts, row.warned));
                             self.due_insert(&name, row.next_attempt.unwrap_or(now));
                         } else {
                             self.held.insert(name.clone());
@@ -148,13 +154,27 @@ impl Manager {
     /// not know (moved there by postsuper, or missed) are taken in; known
     /// messages whose file is gone (postsuper -d) are forgotten.
     pub fn rescan(&mut self) {
+        self.remove_stale_temp_files();
         let now = queue::time::micros(std::time::SystemTime::now());
-        let deferred: std::collections::HashSet<String> =
-            self.queue.list(QueueName::Deferred).unwrap_or_default().into_iter().collect();
-        let hold: std::collections::HashSet<String> =
-            self.queue.list(QueueName::Hold).unwrap_or_default().into_iter().collect();
+        let deferred: std::collections::HashSet<String> = self
+            .queue
+            .list(QueueName::Deferred)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let hold: std::collections::HashSet<String> = self
+            .queue
+            .list(QueueName::Hold)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         // Forget what is gone.
-        let gone: Vec<String> = self.due_of.keys().filter(|id| !deferred.contains(*id)).cloned().collect();
+        let gone: Vec<String> = self
+            .due_of
+            .keys()
+            .filter(|id| !deferred.contains(*id))
+            .cloned()
+            .collect();
         for id in gone {
             self.due_remove(&id);
             self.deferred_meta.remove(&id);
@@ -162,7 +182,12 @@ impl Manager {
                 self.ops.push(Op::Delete { id });
             }
         }
-        let unheld: Vec<String> = self.held.iter().filter(|id| !hold.contains(*id)).cloned().collect();
+        let unheld: Vec<String> = self
+            .held
+            .iter()
+            .filter(|id| !hold.contains(*id))
+            .cloned()
+            .collect();
         for id in unheld {
             self.held.remove(&id);
             if !deferred.contains(&id) {
@@ -172,7 +197,10 @@ impl Manager {
         // Take in what is new.
         for id in hold {
             if self.held.insert(id.clone()) {
-                self.ops.push(Op::SetQueue { id, queue: QueueName::Hold });
+                self.ops.push(Op::SetQueue {
+                    id,
+                    queue: QueueName::Hold,
+                });
             }
         }
         for id in deferred {
@@ -187,8 +215,12 @@ impl Manager {
             let row = self.index.message(&id).ok().flatten();
             match row {
                 Some(r) => {
-                    self.deferred_meta.insert(id.clone(), (r.attempts, r.warned));
-                    self.ops.push(Op::SetQueue { id: id.clone(), queue: QueueName::Deferred });
+                    self.deferred_meta
+                        .insert(id.clone(), (r.attempts, r.warned));
+                    self.ops.push(Op::SetQueue {
+                        id: id.clone(),
+                        queue: QueueName::Deferred,
+                    });
                     self.due_insert(&id, r.next_attempt.unwrap_or(now).min(now));
                 }
                 None => {
@@ -197,11 +229,52 @@ impl Manager {
                         Ok(qf) => {
                             let size = (qf.content_end - qf.content_start) as u64;
                             let mid = crate::manager::message_id_of(qf.content());
-                            self.ops.push(Op::Insert { id: id.clone(), queue: QueueName::Deferred, env: Box::new(qf.envelope), size, message_id: mid });
+                            self.ops.push(Op::Insert {
+                                id: id.clone(),
+                                queue: QueueName::Deferred,
+                                env: Box::new(qf.envelope),
+                                size,
+                                message_id: mid,
+                            });
                             self.due_insert(&id, now);
                         }
                         Err(e) => self.corrupt(&path, &id, &e.to_string()),
                     }
+                }
+            }
+        }
+    }
+
+    /// Temporary files left by a writer that died before its rename are
+    /// never messages (nothing was acknowledged for them); remove them after
+    /// an hour.
+    fn remove_stale_temp_files(&self) {
+        let limit = std::time::Duration::from_secs(3600);
+        for qn in [
+            QueueName::Incoming,
+            QueueName::Active,
+            QueueName::Deferred,
+            QueueName::Hold,
+        ] {
+            let Ok(rd) = std::fs::read_dir(self.queue.dir(qn)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                if !name.to_string_lossy().starts_with(".tmp.") {
+                    continue;
+                }
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() > limit)
+                    .unwrap_or(false);
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                    log::info(&format!(
+                        "removed stale temporary file {}",
+                        e.path().display()
+                    ));
                 }
             }
         }

@@ -6,10 +6,10 @@
 //! without a connection attempt, as Postfix does.
 
 use crate::agents::{self, Event};
-use crate::manager::{Manager, Outcome};
 use crate::bounce::Failure;
+use crate::manager::{Manager, Outcome};
 use queue::deliver::{RcptRequest, Request, Response, Status};
-use queue::log::{self, DeliveryLine, Delays};
+use queue::log::{self, Delays, DeliveryLine};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -104,13 +104,20 @@ impl Manager {
     /// Starts as many deliveries as the limits allow.
     pub fn dispatch(&mut self) {
         let now = Instant::now();
-        let mut keys: Vec<DestKey> = self.dests.iter().filter(|(_, d)| !d.jobs.is_empty()).map(|(k, _)| k.clone()).collect();
+        let mut keys: Vec<DestKey> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| !d.jobs.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
         keys.sort();
         // Round robin: one job per destination per pass.
         loop {
             let mut progressed = false;
             for key in &keys {
-                let Some(d) = self.dests.get_mut(key) else { continue };
+                let Some(d) = self.dests.get_mut(key) else {
+                    continue;
+                };
                 if d.jobs.is_empty() {
                     continue;
                 }
@@ -129,15 +136,27 @@ impl Manager {
                 if d.in_flight >= d.window.min(d.limit) || d.next_start > now {
                     continue;
                 }
-                let maxproc = self.maxproc.get(&key.transport).copied().unwrap_or(self.cfg.default_process_limit as usize);
-                if self.transport_inflight.get(&key.transport).copied().unwrap_or(0) >= maxproc {
+                let maxproc = self
+                    .maxproc
+                    .get(&key.transport)
+                    .copied()
+                    .unwrap_or(self.cfg.default_process_limit as usize);
+                if self
+                    .transport_inflight
+                    .get(&key.transport)
+                    .copied()
+                    .unwrap_or(0)
+                    >= maxproc
+                {
                     continue;
                 }
                 if !self.agents.contains_key(&key.transport) {
                     self.ensure_agent(&key.transport);
                     continue;
                 }
-                let Some(job) = d.jobs.pop_front() else { continue };
+                let Some(job) = d.jobs.pop_front() else {
+                    continue;
+                };
                 let more_waiting = !d.jobs.is_empty();
                 d.in_flight += 1;
                 if !d.rate_delay.is_zero() {
@@ -202,7 +221,11 @@ impl Manager {
             active_us: micros(msg.activated),
             more_waiting,
         };
-        let sent = self.agents.get(&key.transport).map(|a| a.send(request)).unwrap_or(false);
+        let sent = self
+            .agents
+            .get(&key.transport)
+            .map(|a| a.send(request))
+            .unwrap_or(false);
         if !sent {
             self.agents.remove(&key.transport);
             if let Some(d) = self.dests.get_mut(&key) {
@@ -211,8 +234,12 @@ impl Manager {
             }
             return;
         }
-        *self.transport_inflight.entry(key.transport.clone()).or_default() += 1;
-        self.inflight.insert((key.transport.clone(), req), (job.msg, key, job.rcpts));
+        *self
+            .transport_inflight
+            .entry(key.transport.clone())
+            .or_default() += 1;
+        self.inflight
+            .insert((key.transport.clone(), req), (job.msg, key, job.rcpts));
     }
 
     /// Connects to a transport's agent in the background.
@@ -227,17 +254,29 @@ impl Manager {
             let reason = format!(
                 "mail transport unavailable: no service \"{transport}\" in master.cf (or postern is not running it)"
             );
-            log::warning(&format!("connect to transport {transport}: no socket in private/ or public/; check master.cf"));
-            let keys: Vec<DestKey> = self.dests.keys().filter(|k| k.transport == transport).cloned().collect();
+            log::warning(&format!(
+                "connect to transport {transport}: no socket in private/ or public/; check master.cf"
+            ));
+            let keys: Vec<DestKey> = self
+                .dests
+                .keys()
+                .filter(|k| k.transport == transport)
+                .cloned()
+                .collect();
             for k in keys {
-                let jobs: Vec<Job> = self.dests.get_mut(&k).map(|d| d.jobs.drain(..).collect()).unwrap_or_default();
+                let jobs: Vec<Job> = self
+                    .dests
+                    .get_mut(&k)
+                    .map(|d| d.jobs.drain(..).collect())
+                    .unwrap_or_default();
                 for job in jobs {
                     self.defer_job(&job, &reason);
                 }
             }
             return;
         };
-        self.connecting.insert(transport.to_string(), Instant::now());
+        self.connecting
+            .insert(transport.to_string(), Instant::now());
         self.next_conn += 1;
         let conn = self.next_conn;
         let events = self.events.clone();
@@ -245,10 +284,16 @@ impl Manager {
         tokio::spawn(async move {
             match agents::connect(path, t.clone(), conn, events.clone()).await {
                 Ok(agent) => {
-                    let _ = events.send(Event::Connected { transport: t, agent });
+                    let _ = events.send(Event::Connected {
+                        transport: t,
+                        agent,
+                    });
                 }
                 Err(e) => {
-                    let _ = events.send(Event::ConnectFailed { transport: t, error: e.to_string() });
+                    let _ = events.send(Event::ConnectFailed {
+                        transport: t,
+                        error: e.to_string(),
+                    });
                 }
             }
         });
@@ -262,11 +307,22 @@ impl Manager {
 
     /// Connecting failed: the transport's waiting mail is deferred.
     pub fn on_connect_failed(&mut self, transport: &str, error: &str) {
-        let reason = format!("mail transport unavailable: cannot connect to delivery agent {transport}: {error}");
+        let reason = format!(
+            "mail transport unavailable: cannot connect to delivery agent {transport}: {error}"
+        );
         log::warning(&reason);
-        let keys: Vec<DestKey> = self.dests.keys().filter(|k| k.transport == transport).cloned().collect();
+        let keys: Vec<DestKey> = self
+            .dests
+            .keys()
+            .filter(|k| k.transport == transport)
+            .cloned()
+            .collect();
         for k in keys {
-            let jobs: Vec<Job> = self.dests.get_mut(&k).map(|d| d.jobs.drain(..).collect()).unwrap_or_default();
+            let jobs: Vec<Job> = self
+                .dests
+                .get_mut(&k)
+                .map(|d| d.jobs.drain(..).collect())
+                .unwrap_or_default();
             for job in jobs {
                 self.defer_job(&job, &reason);
             }
@@ -275,7 +331,8 @@ impl Manager {
 
     /// Handles an agent's answer.
     pub fn on_response(&mut self, transport: &str, resp: Response) {
-        let Some((msg_id, key, rcpts)) = self.inflight.remove(&(transport.to_string(), resp.req)) else {
+        let Some((msg_id, key, rcpts)) = self.inflight.remove(&(transport.to_string(), resp.req))
+        else {
             return;
         };
         if let Some(n) = self.transport_inflight.get_mut(transport) {
@@ -314,7 +371,11 @@ impl Manager {
         // Recipients the agent did not mention: unknown, so deferred.
         for idx in &rcpts {
             if !resp.results.iter().any(|r| r.idx == *idx) {
-                self.record(&msg_id, *idx, Outcome::Deferred("delivery agent did not report a status".into()));
+                self.record(
+                    &msg_id,
+                    *idx,
+                    Outcome::Deferred("delivery agent did not report a status".into()),
+                );
             }
         }
         if let Some(d) = self.dests.get_mut(&key) {
@@ -323,7 +384,11 @@ impl Manager {
                 d.failures += 1;
                 let cohort = self.cfg.default_destination_concurrency_failed_cohort_limit as usize;
                 if d.failures >= cohort.max(1) && !any_sent {
-                    let reason = resp.results.first().map(|r| r.reason.clone()).unwrap_or_default();
+                    let reason = resp
+                        .results
+                        .first()
+                        .map(|r| r.reason.clone())
+                        .unwrap_or_default();
                     d.dead = Some((Instant::now() + self.cfg.minimal_backoff_time, reason));
                     d.window = 1;
                 }
@@ -347,9 +412,11 @@ impl Manager {
             return;
         }
         if !error.starts_with("connect:") {
-            log::warning(&format!("delivery agent {transport} connection lost: {error}; its deliveries in progress are deferred"));
+            log::warning(&format!(
+                "delivery agent {transport} connection lost: {error}; its deliveries in progress are deferred"
+            ));
         }
-        let lost: Vec<(u64, (String, DestKey, Vec<usize>))> = self
+        let lost: Vec<(u64, crate::manager::InFlight)> = self
             .inflight
             .iter()
             .filter(|((t, _), _)| t == transport)
@@ -389,7 +456,9 @@ impl Manager {
 
     /// Defers a waiting job without delivery (suspended destination).
     fn defer_job(&mut self, job: &Job, reason: &str) {
-        let Some(msg) = self.msgs.get(&job.msg) else { return };
+        let Some(msg) = self.msgs.get(&job.msg) else {
+            return;
+        };
         for &idx in &job.rcpts {
             let r = &msg.env.recipients[idx];
             let line = log::delivery(
@@ -406,7 +475,9 @@ impl Manager {
                         conn_done: None,
                         done: SystemTime::now(),
                     },
-                    dsn: &crate::manager::dsn_from_reason(reason).filter(|d| d.starts_with('4')).unwrap_or_else(|| "4.4.1".into()),
+                    dsn: &crate::manager::dsn_from_reason(reason)
+                        .filter(|d| d.starts_with('4'))
+                        .unwrap_or_else(|| "4.4.1".into()),
                     status: "deferred",
                     reason,
                 },

@@ -82,7 +82,9 @@ impl Cleanup {
                 Ok(t) => alias_tables.push(t),
                 Err(errs) => {
                     for e in errs {
-                        warnings.push(format!("{e}; this alias table is ignored until it is fixed"));
+                        warnings.push(format!(
+                            "{e}; this alias table is ignored until it is fixed"
+                        ));
                     }
                 }
             }
@@ -92,7 +94,10 @@ impl Cleanup {
             cfg: cfg.clone(),
             canonical: open_maps(&cfg.canonical_maps, "canonical_maps")?,
             sender_canonical: open_maps(&cfg.sender_canonical_maps, "sender_canonical_maps")?,
-            recipient_canonical: open_maps(&cfg.recipient_canonical_maps, "recipient_canonical_maps")?,
+            recipient_canonical: open_maps(
+                &cfg.recipient_canonical_maps,
+                "recipient_canonical_maps",
+            )?,
             virtual_alias: open_maps(&cfg.virtual_alias_maps, "virtual_alias_maps")?,
             aliases,
             warnings,
@@ -121,7 +126,8 @@ impl Cleanup {
                 }
             }
             (local, Some(domain)) => {
-                if self.cfg.append_dot_mydomain && !domain.contains('.') && !domain.starts_with('[') {
+                if self.cfg.append_dot_mydomain && !domain.contains('.') && !domain.starts_with('[')
+                {
                     format!("{local}@{domain}.{}", self.cfg.mydomain)
                 } else {
                     addr.to_string()
@@ -138,15 +144,26 @@ impl Cleanup {
     }
 
     fn local_for(&self, addr: &str) -> bool {
-        split_addr(addr).1.map(|d| self.is_local_domain(d)).unwrap_or(true)
+        split_addr(addr)
+            .1
+            .map(|d| self.is_local_domain(d))
+            .unwrap_or(true)
     }
 
     fn canonical(&self, addr: &str, sender: bool) -> Result<String, CleanupError> {
         let classes = |list: &[String], name: &str| list.iter().any(|c| c == name);
         let (class, specific, specific_classes) = if sender {
-            ("envelope_sender", &self.sender_canonical, &self.cfg.sender_canonical_classes)
+            (
+                "envelope_sender",
+                &self.sender_canonical,
+                &self.cfg.sender_canonical_classes,
+            )
         } else {
-            ("envelope_recipient", &self.recipient_canonical, &self.cfg.recipient_canonical_classes)
+            (
+                "envelope_recipient",
+                &self.recipient_canonical,
+                &self.cfg.recipient_canonical_classes,
+            )
         };
         let mut a = addr.to_string();
         if classes(specific_classes, class) {
@@ -161,9 +178,17 @@ impl Cleanup {
     fn header_canonical(&self, addr: &str, sender: bool) -> Result<String, CleanupError> {
         let classes = |list: &[String], name: &str| list.iter().any(|c| c == name);
         let (class, specific, specific_classes) = if sender {
-            ("header_sender", &self.sender_canonical, &self.cfg.sender_canonical_classes)
+            (
+                "header_sender",
+                &self.sender_canonical,
+                &self.cfg.sender_canonical_classes,
+            )
         } else {
-            ("header_recipient", &self.recipient_canonical, &self.cfg.recipient_canonical_classes)
+            (
+                "header_recipient",
+                &self.recipient_canonical,
+                &self.cfg.recipient_canonical_classes,
+            )
         };
         let mut a = addr.to_string();
         if classes(specific_classes, class) {
@@ -187,7 +212,10 @@ impl Cleanup {
             .map(|(v, _)| v);
         Ok(match found {
             Some(result) => {
-                let first = conf::values::split_list(&result).into_iter().next().unwrap_or_default();
+                let first = conf::values::split_list(&result)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
                 if let Some(dom) = first.strip_prefix('@') {
                     format!("{}@{dom}", split_addr(addr).0)
                 } else {
@@ -220,7 +248,10 @@ impl Cleanup {
         if depth > RECURSION_LIMIT {
             out.push((
                 addr.to_string(),
-                Some("error:5.4.6 alias expansion is nested too deeply (mail forwarding loop)".into()),
+                Some(
+                    "error:5.4.6 alias expansion is nested too deeply (mail forwarding loop)"
+                        .into(),
+                ),
             ));
             return Ok(());
         }
@@ -235,7 +266,13 @@ impl Cleanup {
         if !self.virtual_alias.is_empty()
             && let Some(result) = self
                 .virtual_alias
-                .find_address(addr, &AddrSearch { recipient_delimiter: self.cfg.recipient_delimiter.clone(), local_domain: local })
+                .find_address(
+                    addr,
+                    &AddrSearch {
+                        recipient_delimiter: self.cfg.recipient_delimiter.clone(),
+                        local_domain: local,
+                    },
+                )
                 .map_err(|e| CleanupError(e.to_string()))?
                 .map(|(v, _)| v)
         {
@@ -253,9 +290,16 @@ impl Cleanup {
         // alias_maps applies to $mydestination, keyed by the local part.
         if local && !self.aliases.is_empty() {
             let user = split_addr(addr).0.trim_matches('"').to_ascii_lowercase();
-            if let Some(result) = self.aliases.find(&user).map_err(|e| CleanupError(e.to_string()))? {
+            if let Some(result) = self
+                .aliases
+                .find(&user)
+                .map_err(|e| CleanupError(e.to_string()))?
+            {
                 for t in alias_values(&result) {
-                    if t.starts_with('|') || t.starts_with('/') || t.to_ascii_lowercase().starts_with(":include:") {
+                    if t.starts_with('|')
+                        || t.starts_with('/')
+                        || t.to_ascii_lowercase().starts_with(":include:")
+                    {
                         out.push((
                             addr.to_string(),
                             Some(format!(
@@ -283,7 +327,14 @@ impl Cleanup {
     ///
     /// # Errors
     /// A lookup table that cannot be read: try again later.
-    pub fn process(&self, mut env: Envelope, content: &[u8], local: Option<&Local>, id: QueueId, extract: bool) -> Result<Output, CleanupError> {
+    pub fn process(
+        &self,
+        mut env: Envelope,
+        content: &[u8],
+        local: Option<&Local>,
+        id: QueueId,
+        extract: bool,
+    ) -> Result<Output, CleanupError> {
         let now = SystemTime::now();
         // Envelope sender.
         if !env.sender.is_empty() {
@@ -297,7 +348,10 @@ impl Cleanup {
             let orcpt = r.orcpt.clone().or_else(|| Some(format!("rfc822;{q}")));
             let c = self.canonical(&q, false)?;
             for (addr, route) in self.expand(&c)? {
-                if rcpts.iter().any(|x| x.addr.eq_ignore_ascii_case(&addr) && x.route == route) {
+                if rcpts
+                    .iter()
+                    .any(|x| x.addr.eq_ignore_ascii_case(&addr) && x.route == route)
+                {
                     continue;
                 }
                 rcpts.push(Recipient {
@@ -374,17 +428,31 @@ impl Cleanup {
         let mut message_id_added = false;
         if add_missing {
             if seen_mid.is_none() {
-                let mid = format!("<{}.{}@{}>", crate::time::message_id_stamp(now), id, self.cfg.myhostname);
+                let mid = format!(
+                    "<{}.{}@{}>",
+                    crate::time::message_id_stamp(now),
+                    id,
+                    self.cfg.myhostname
+                );
                 out.extend_from_slice(format!("Message-Id: {mid}\r\n").as_bytes());
                 message_id = Some(mid);
                 message_id_added = true;
             }
             if !seen_date {
-                out.extend_from_slice(format!("Date: {}\r\n", crate::time::rfc2822_date(now)).as_bytes());
+                out.extend_from_slice(
+                    format!("Date: {}\r\n", crate::time::rfc2822_date(now)).as_bytes(),
+                );
             }
             if !seen_from {
-                let addr = if env.sender.is_empty() { "MAILER-DAEMON".to_string() } else { env.sender.clone() };
-                let line = match local.and_then(|l| l.fullname.as_deref()).filter(|f| !f.trim().is_empty() && !env.sender.is_empty()) {
+                let addr = if env.sender.is_empty() {
+                    "MAILER-DAEMON".to_string()
+                } else {
+                    env.sender.clone()
+                };
+                let line = match local
+                    .and_then(|l| l.fullname.as_deref())
+                    .filter(|f| !f.trim().is_empty() && !env.sender.is_empty())
+                {
                     Some(name) if self.cfg.hfrom_format == "obsolete" => {
                         format!("From: {addr} ({})\r\n", sanitize_comment(name))
                     }
@@ -414,11 +482,18 @@ impl Cleanup {
     }
 
     fn has_header_rewrite(&self) -> bool {
-        !(self.canonical.is_empty() && self.sender_canonical.is_empty() && self.recipient_canonical.is_empty())
+        !(self.canonical.is_empty()
+            && self.sender_canonical.is_empty()
+            && self.recipient_canonical.is_empty())
     }
 
     /// Rewrites the addresses of one address header; `None` when nothing changed.
-    fn rewrite_header(&self, h: &header::Header<'_>, sender: bool, qualify: bool) -> Result<Option<String>, CleanupError> {
+    fn rewrite_header(
+        &self,
+        h: &header::Header<'_>,
+        sender: bool,
+        qualify: bool,
+    ) -> Result<Option<String>, CleanupError> {
         let value = h.value();
         let list = header::parse_address_list(&value);
         if list.is_empty() {
@@ -448,7 +523,10 @@ impl Cleanup {
 }
 
 fn push_unique(out: &mut Vec<(String, Option<String>)>, addr: &str, route: Option<String>) {
-    if !out.iter().any(|(a, r)| a.eq_ignore_ascii_case(addr) && *r == route) {
+    if !out
+        .iter()
+        .any(|(a, r)| a.eq_ignore_ascii_case(addr) && *r == route)
+    {
         out.push((addr.to_string(), route));
     }
 }
@@ -456,9 +534,11 @@ fn push_unique(out: &mut Vec<(String, Option<String>)>, addr: &str, route: Optio
 /// Which address headers are rewritten: Some(true) sender class, Some(false) recipient class.
 fn address_class(lname: &str) -> Option<bool> {
     match lname {
-        "from" | "sender" | "reply-to" | "errors-to" | "return-receipt-to" | "resent-from" | "resent-sender"
-        | "resent-reply-to" => Some(true),
-        "to" | "cc" | "bcc" | "apparently-to" | "resent-to" | "resent-cc" | "resent-bcc" => Some(false),
+        "from" | "sender" | "reply-to" | "errors-to" | "return-receipt-to" | "resent-from"
+        | "resent-sender" | "resent-reply-to" => Some(true),
+        "to" | "cc" | "bcc" | "apparently-to" | "resent-to" | "resent-cc" | "resent-bcc" => {
+            Some(false)
+        }
         _ => None,
     }
 }
@@ -526,7 +606,9 @@ pub fn quote_phrase(name: &str) -> String {
 }
 
 fn sanitize_comment(name: &str) -> String {
-    name.chars().filter(|c| !matches!(c, '(' | ')' | '\r' | '\n' | '\\')).collect()
+    name.chars()
+        .filter(|c| !matches!(c, '(' | ')' | '\r' | '\n' | '\\'))
+        .collect()
 }
 
 #[cfg(test)]
@@ -544,7 +626,13 @@ mod tests {
         Envelope {
             arrival: SystemTime::now(),
             sender: sender.into(),
-            recipients: rcpts.iter().map(|r| Recipient { addr: r.to_string(), ..Default::default() }).collect(),
+            recipients: rcpts
+                .iter()
+                .map(|r| Recipient {
+                    addr: r.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
             attrs: vec![],
         }
     }
@@ -554,16 +642,42 @@ mod tests {
         let c = Cleanup::new(&cfg("")).unwrap();
         let id = QueueId::parse("5D0E9A441100").unwrap();
         let out = c
-            .process(env("backup", &["admin@contoso.com"]), b"Subject: backup done\r\n\r\nok\r\n", Some(&Local { uid: 1000, fullname: None }), id, true)
+            .process(
+                env("backup", &["admin@contoso.com"]),
+                b"Subject: backup done\r\n\r\nok\r\n",
+                Some(&Local {
+                    uid: 1000,
+                    fullname: None,
+                }),
+                id,
+                true,
+            )
             .unwrap();
         assert_eq!(out.env.sender, "backup@relay.contoso.com");
         assert_eq!(out.env.recipients[0].addr, "admin@contoso.com");
-        assert_eq!(out.env.recipients[0].orcpt.as_deref(), Some("rfc822;admin@contoso.com"));
+        assert_eq!(
+            out.env.recipients[0].orcpt.as_deref(),
+            Some("rfc822;admin@contoso.com")
+        );
         let text = String::from_utf8(out.content).unwrap();
-        assert!(text.starts_with("Received: by relay.contoso.com (postern, from userid 1000)\r\n\tid 5D0E9A441100; "), "{text}");
-        assert!(text.contains("\r\nSubject: backup done\r\nMessage-Id: <"), "{text}");
-        assert!(text.contains(".5D0E9A441100@relay.contoso.com>\r\nDate: "), "{text}");
-        assert!(text.contains("\r\nFrom: backup@relay.contoso.com\r\n\r\nok\r\n"), "{text}");
+        assert!(
+            text.starts_with(
+                "Received: by relay.contoso.com (postern, from userid 1000)\r\n\tid 5D0E9A441100; "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nSubject: backup done\r\nMessage-Id: <"),
+            "{text}"
+        );
+        assert!(
+            text.contains(".5D0E9A441100@relay.contoso.com>\r\nDate: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nFrom: backup@relay.contoso.com\r\n\r\nok\r\n"),
+            "{text}"
+        );
         assert!(out.message_id_added);
     }
 
@@ -573,11 +687,23 @@ mod tests {
         let id = QueueId::parse("5D0E9A441100").unwrap();
         let msg = b"To: a@x\r\nBcc: secret@x\r\nMessage-ID: <m1@host>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nbody\r\n";
         let out = c
-            .process(env("root", &["a@x", "secret@x"]), msg, Some(&Local { uid: 0, fullname: Some("Cron Daemon".into()) }), id, true)
+            .process(
+                env("root", &["a@x", "secret@x"]),
+                msg,
+                Some(&Local {
+                    uid: 0,
+                    fullname: Some("Cron Daemon".into()),
+                }),
+                id,
+                true,
+            )
             .unwrap();
         let text = String::from_utf8(out.content).unwrap();
         assert!(!text.contains("secret"), "{text}");
-        assert!(text.contains("From: Cron Daemon <root@relay.contoso.com>\r\n"), "{text}");
+        assert!(
+            text.contains("From: Cron Daemon <root@relay.contoso.com>\r\n"),
+            "{text}"
+        );
         assert_eq!(text.matches("Date:").count(), 1);
         assert_eq!(out.message_id.as_deref(), Some("<m1@host>"));
     }
@@ -589,7 +715,11 @@ mod tests {
         let mut f = std::fs::File::create(&aliases).unwrap();
         writeln!(f, "postmaster: root\nroot: admin@contoso.com, backup\nbackup: ops@contoso.com\npipe: |/usr/bin/foo").unwrap();
         let virt = dir.path().join("virtual");
-        std::fs::write(&virt, "sales@contoso.com  alice@contoso.com, bob@contoso.com\n").unwrap();
+        std::fs::write(
+            &virt,
+            "sales@contoso.com  alice@contoso.com, bob@contoso.com\n",
+        )
+        .unwrap();
         let c = Cleanup::new(&cfg(&format!(
             "alias_maps = hash:{}\nvirtual_alias_maps = texthash:{}\n",
             aliases.display(),
@@ -598,9 +728,23 @@ mod tests {
         .unwrap();
         let id = QueueId::now();
         let out = c
-            .process(env("root", &["postmaster", "sales@contoso.com", "pipe@localhost"]), b"\r\nx\r\n", None, id, false)
+            .process(
+                env(
+                    "root",
+                    &["postmaster", "sales@contoso.com", "pipe@localhost"],
+                ),
+                b"\r\nx\r\n",
+                None,
+                id,
+                false,
+            )
             .unwrap();
-        let addrs: Vec<_> = out.env.recipients.iter().map(|r| (r.addr.as_str(), r.route.is_some())).collect();
+        let addrs: Vec<_> = out
+            .env
+            .recipients
+            .iter()
+            .map(|r| (r.addr.as_str(), r.route.is_some()))
+            .collect();
         assert_eq!(
             addrs,
             vec![
@@ -611,15 +755,26 @@ mod tests {
                 ("pipe@localhost", true),
             ]
         );
-        assert_eq!(out.env.recipients[0].orcpt.as_deref(), Some("rfc822;postmaster@relay.contoso.com"));
+        assert_eq!(
+            out.env.recipients[0].orcpt.as_deref(),
+            Some("rfc822;postmaster@relay.contoso.com")
+        );
     }
 
     #[test]
     fn canonical_rewrites_envelope_and_headers() {
         let dir = tempfile::tempdir().unwrap();
         let canon = dir.path().join("canonical");
-        std::fs::write(&canon, "scanner@printer.local  scanner@contoso.com\n@old.example  @contoso.com\n").unwrap();
-        let c = Cleanup::new(&cfg(&format!("sender_canonical_maps = texthash:{}\n", canon.display()))).unwrap();
+        std::fs::write(
+            &canon,
+            "scanner@printer.local  scanner@contoso.com\n@old.example  @contoso.com\n",
+        )
+        .unwrap();
+        let c = Cleanup::new(&cfg(&format!(
+            "sender_canonical_maps = texthash:{}\n",
+            canon.display()
+        )))
+        .unwrap();
         let out = c
             .process(
                 env("scanner@printer.local", &["x@y.com"]),
@@ -638,7 +793,13 @@ mod tests {
     fn body_only_message_gets_a_separator() {
         let c = Cleanup::new(&cfg("")).unwrap();
         let out = c
-            .process(env("u", &["a@x.com"]), b"just a line\r\n", Some(&Local::default()), QueueId::now(), false)
+            .process(
+                env("u", &["a@x.com"]),
+                b"just a line\r\n",
+                Some(&Local::default()),
+                QueueId::now(),
+                false,
+            )
             .unwrap();
         let text = String::from_utf8(out.content).unwrap();
         assert!(text.ends_with("\r\n\r\njust a line\r\n"), "{text}");

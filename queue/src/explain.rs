@@ -23,93 +23,256 @@ struct Entry {
 }
 
 const TABLE: &[Entry] = &[
-    Entry { dsn: "5.7.139", contains: "disabled for the tenant", treatment: Treatment::Hold,
-        help: "SMTP AUTH is turned off for the whole Microsoft 365 tenant (this also blocks XOAUTH2). Run Set-TransportConfig -SmtpClientAuthenticationDisabled $false, or enable it for this mailbox with Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false; changes take up to an hour." },
-    Entry { dsn: "5.7.139", contains: "disabled for the mailbox", treatment: Treatment::Hold,
-        help: "SMTP AUTH is turned off for this mailbox. Run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false (or Microsoft 365 admin center > user > Mail > Manage email apps > Authenticated SMTP); changes take up to an hour." },
-    Entry { dsn: "5.7.139", contains: "basic authentication is disabled", treatment: Treatment::Hold,
-        help: "Microsoft refuses password (basic) authentication for SMTP. Switch this route to OAuth2: smtp_sasl_mechanism_filter = xoauth2 with an app registration (see postern(8), MICROSOFT 365)." },
-    Entry { dsn: "5.7.139", contains: "security defaults", treatment: Treatment::Hold,
-        help: "Security Defaults block password authentication for this account. Use OAuth2 (XOAUTH2) instead of turning Security Defaults off." },
-    Entry { dsn: "5.7.139", contains: "did not meet the criteria", treatment: Treatment::Hold,
-        help: "A Conditional Access policy blocks this sign-in (legacy authentication or this IP address). Use OAuth2, or ask the Entra ID admin for an exclusion." },
-    Entry { dsn: "5.7.139", contains: "credentials were incorrect", treatment: Treatment::Hold,
-        help: "The password in smtp_sasl_password_maps is wrong. Fix it and run postmap; postern stops retrying so the account is not locked out." },
-    Entry { dsn: "5.7.139", contains: "account locked", treatment: Treatment::Hold,
-        help: "Entra ID locked the account after failed sign-ins. Unlock it in Entra ID and fix the credential before retrying." },
-    Entry { dsn: "5.7.139", contains: "", treatment: Treatment::Hold,
-        help: "Exchange Online refused the sign-in for a policy reason given in the reply; fix the account or tenant setting it names." },
-    Entry { dsn: "5.7.30", contains: "", treatment: Treatment::Hold,
-        help: "Basic authentication is retired for SMTP client submission in this tenant. Configure OAuth2 (smtp_sasl_mechanism_filter = xoauth2), or relay through a connector." },
-    Entry { dsn: "5.7.3", contains: "authentication unsuccessful", treatment: Treatment::Hold,
-        help: "Authentication failed. With a password: check smtp_sasl_password_maps. With OAuth2: the token's audience must be https://outlook.office365.com, the app needs SMTP.SendAsApp with admin consent, and the service principal must be registered with New-ServicePrincipal and given FullAccess to the mailbox." },
-    Entry { dsn: "5.7.57", contains: "", treatment: Treatment::Hold,
-        help: "The server requires authentication before MAIL FROM. Set smtp_sasl_auth_enable = yes with credentials for this relay, or send through the tenant's MX host (Direct Send or a connector) instead." },
-    Entry { dsn: "5.7.60", contains: "", treatment: Treatment::Normal,
-        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox (sender_canonical_maps and header From), or grant Send As: Add-RecipientPermission <from-address> -Trustee <mailbox> -AccessRights SendAs." },
-    Entry { dsn: "5.2.252", contains: "sendasdenied", treatment: Treatment::Normal,
-        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox or grant Send As (Add-RecipientPermission ... -AccessRights SendAs). Repeated refusals get the mailbox throttled." },
-    Entry { dsn: "5.2.0", contains: "sendasdenied", treatment: Treatment::Normal,
-        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox or grant Send As (Add-RecipientPermission ... -AccessRights SendAs)." },
-    Entry { dsn: "5.2.0", contains: "submissionquotaexceeded", treatment: Treatment::Hold,
-        help: "The mailbox reached Exchange Online's limit of 10,000 recipients per 24 hours. Mail is held and sent when the rolling window frees; spread the load over more mailboxes or use High Volume Email." },
-    Entry { dsn: "5.1.90", contains: "", treatment: Treatment::Hold,
-        help: "The mailbox reached its daily recipient limit. Mail is held until the 24-hour window frees." },
-    Entry { dsn: "5.2.251", contains: "throttled", treatment: Treatment::Hold,
-        help: "Exchange Online throttles this mailbox after repeated mailbox-full errors. Free space in the mailbox and wait." },
-    Entry { dsn: "5.2.252", contains: "throttled", treatment: Treatment::Hold,
-        help: "Exchange Online throttles this mailbox after repeated Send As refusals. Fix the sender rewriting or grant Send As, then wait for the throttle to expire." },
-    Entry { dsn: "5.2.253", contains: "throttled", treatment: Treatment::Hold,
-        help: "Exchange Online throttles this mailbox after repeated licence errors. Assign a licence to the mailbox, then wait." },
-    Entry { dsn: "5.2.254", contains: "throttled", treatment: Treatment::Hold,
-        help: "Exchange Online throttles this mailbox after repeated too-many-recipients errors. Lower smtp_destination_recipient_limit, then wait." },
-    Entry { dsn: "5.2.255", contains: "throttled", treatment: Treatment::Hold,
-        help: "Exchange Online throttles this mailbox after repeated invalid-recipient errors. Clean the recipient lists, then wait." },
-    Entry { dsn: "4.3.2", contains: "concurrent connections", treatment: Treatment::Normal,
-        help: "More than 3 connections submitted as this mailbox at once. Lower smtp_account_concurrency_limit (or smtp_destination_concurrency_limit); postern retries later." },
-    Entry { dsn: "4.3.2", contains: "sender thread limit", treatment: Treatment::Normal,
-        help: "More than 3 connections submitted as this mailbox at once. Lower the per-mailbox concurrency; postern retries later." },
-    Entry { dsn: "5.1.8", contains: "bad outbound sender", treatment: Treatment::Hold,
-        help: "Microsoft restricted this mailbox for sending spam. Secure the account, then release it in Microsoft Defender > Restricted entities (about an hour to take effect)." },
-    Entry { dsn: "5.2.2", contains: "mailbox full", treatment: Treatment::Hold,
-        help: "The sending mailbox is full (Sent Items copies count). Add a retention policy for Sent Items or raise the quota." },
-    Entry { dsn: "4.2.0", contains: "mailbox logon failure", treatment: Treatment::Normal,
-        help: "The app authenticated but has no rights on the mailbox yet: grant FullAccess to the service principal (Add-MailboxPermission) and allow up to an hour to propagate." },
-    Entry { dsn: "5.7.64", contains: "tenantattribution", treatment: Treatment::Hold,
-        help: "Exchange Online could not tie this connection to your tenant's inbound connector: update the connector's IP address or the certificate name (TlsSenderCertificateName)." },
-    Entry { dsn: "5.7.64", contains: "", treatment: Treatment::Hold,
-        help: "Relay access denied by Exchange Online: the sender's domain is not an accepted domain, or no connector matches this server." },
-    Entry { dsn: "5.7.68", contains: "", treatment: Treatment::Hold,
-        help: "The tenant rejects Direct Send. Create a partner inbound connector (certificate or IP) or turn off RejectDirectSend." },
-    Entry { dsn: "4.7.66", contains: "", treatment: Treatment::Normal,
-        help: "TLS 1.0/1.1 was negotiated; Exchange Online requires TLS 1.2 or newer. Keep smtp_tls_mandatory_protocols = >=TLSv1.2." },
-    Entry { dsn: "5.7.4", contains: "unrecognized authentication type", treatment: Treatment::Hold,
-        help: "The server does not offer that authentication mechanism (Exchange Online offers LOGIN and XOAUTH2 only after STARTTLS). Set smtp_tls_security_level = encrypt and check smtp_sasl_mechanism_filter." },
-    Entry { dsn: "5.7.606", contains: "banned sending ip", treatment: Treatment::Hold,
-        help: "Microsoft blocks this server's IP address. Request delisting at https://sender.office.com/." },
-    Entry { dsn: "4.7.500", contains: "", treatment: Treatment::Normal,
-        help: "Exchange Online is greylisting this IP address; postern retries. An inbound connector for this server avoids it." },
-    Entry { dsn: "5.7.705", contains: "", treatment: Treatment::Hold,
-        help: "The tenant is blocked for sending (spam or an expired subscription). Secure the tenant and contact Microsoft Support." },
-    Entry { dsn: "5.7.708", contains: "", treatment: Treatment::Hold,
-        help: "Exchange Online does not accept traffic from this IP (low reputation, often trial tenants). Contact Microsoft Support." },
-    Entry { dsn: "5.7.750", contains: "", treatment: Treatment::Hold,
-        help: "The tenant is blocked for sending from unregistered domains. Add and verify the sender domains in Microsoft 365." },
-    Entry { dsn: "5.4.1", contains: "recipient address rejected", treatment: Treatment::Normal,
-        help: "The recipient does not exist in the tenant (Directory-Based Edge Blocking)." },
-    Entry { dsn: "5.1.20", contains: "", treatment: Treatment::Normal,
-        help: "The message has several From addresses and no Sender header." },
-    Entry { dsn: "5.7.512", contains: "", treatment: Treatment::Normal,
-        help: "The message lacks a valid From header (RFC 5322 3.6.2)." },
-    Entry { dsn: "5.3.4", contains: "size", treatment: Treatment::Normal,
-        help: "The message is larger than the server accepts (for Exchange Online the mailbox's MaxSendSize, 35 MB by default, counts after about 33% MIME growth)." },
+    Entry {
+        dsn: "5.7.139",
+        contains: "disabled for the tenant",
+        treatment: Treatment::Hold,
+        help: "SMTP AUTH is turned off for the whole Microsoft 365 tenant (this also blocks XOAUTH2). Run Set-TransportConfig -SmtpClientAuthenticationDisabled $false, or enable it for this mailbox with Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false; changes take up to an hour.",
+    },
+    Entry {
+        dsn: "5.7.139",
+        contains: "disabled for the mailbox",
+        treatment: Treatment::Hold,
+        help: "SMTP AUTH is turned off for this mailbox. Run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false (or Microsoft 365 admin center > user > Mail > Manage email apps > Authenticated SMTP); changes take up to an hour.",
+    },
+    Entry {
+        dsn: "5.7.139",
+        contains: "basic authentication is disabled",
+        treatment: Treatment::Hold,
+        help: "Microsoft refuses password (basic) authentication for SMTP. Switch this route to OAuth2: smtp_sasl_mechanism_filter = xoauth2 with an app registration (see postern(8), MICROSOFT 365).",
+    },
+    Entry {
+        dsn: "5.7.139",
+        contains: "security defaults",
+        treatment: Treatment::Hold,
+        help: "Security Defaults block password authentication for this account. Use OAuth2 (XOAUTH2) instead of turning Security Defaults off.",
+    },
+    Entry {
+        dsn: "5.7.139",
+        contains: "did not meet the criteria",
+        treatment: Treatment::Hold,
+        help: "A Conditional Access policy blocks this sign-in (legacy authentication or this IP address). Use OAuth2, or ask the Entra ID admin for an exclusion.",
+    },
+    Entry {
+        dsn: "5.7.139",
+        contains: "credentials were incorrect",
+        treatment: Treatment::Hold,
+        help: "The password in smtp_sasl_password_maps is wrong. Fix it and run postmap; postern stops retrying so the account is not locked out.",
+    },
+    Entry {
+        dsn: "5.7.139",
+        contains: "account locked",
+        treatment: Treatment::Hold,
+        help: "Entra ID locked the account after failed sign-ins. Unlock it in Entra ID and fix the credential before retrying.",
+    },
+    Entry {
+        dsn: "5.7.139",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "Exchange Online refused the sign-in for a policy reason given in the reply; fix the account or tenant setting it names.",
+    },
+    Entry {
+        dsn: "5.7.30",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "Basic authentication is retired for SMTP client submission in this tenant. Configure OAuth2 (smtp_sasl_mechanism_filter = xoauth2), or relay through a connector.",
+    },
+    Entry {
+        dsn: "5.7.3",
+        contains: "authentication unsuccessful",
+        treatment: Treatment::Hold,
+        help: "Authentication failed. With a password: check smtp_sasl_password_maps. With OAuth2: the token's audience must be https://outlook.office365.com, the app needs SMTP.SendAsApp with admin consent, and the service principal must be registered with New-ServicePrincipal and given FullAccess to the mailbox.",
+    },
+    Entry {
+        dsn: "5.7.57",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "The server requires authentication before MAIL FROM. Set smtp_sasl_auth_enable = yes with credentials for this relay, or send through the tenant's MX host (Direct Send or a connector) instead.",
+    },
+    Entry {
+        dsn: "5.7.60",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox (sender_canonical_maps and header From), or grant Send As: Add-RecipientPermission <from-address> -Trustee <mailbox> -AccessRights SendAs.",
+    },
+    Entry {
+        dsn: "5.2.252",
+        contains: "sendasdenied",
+        treatment: Treatment::Normal,
+        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox or grant Send As (Add-RecipientPermission ... -AccessRights SendAs). Repeated refusals get the mailbox throttled.",
+    },
+    Entry {
+        dsn: "5.2.0",
+        contains: "sendasdenied",
+        treatment: Treatment::Normal,
+        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox or grant Send As (Add-RecipientPermission ... -AccessRights SendAs).",
+    },
+    Entry {
+        dsn: "5.2.0",
+        contains: "submissionquotaexceeded",
+        treatment: Treatment::Hold,
+        help: "The mailbox reached Exchange Online's limit of 10,000 recipients per 24 hours. Mail is held and sent when the rolling window frees; spread the load over more mailboxes or use High Volume Email.",
+    },
+    Entry {
+        dsn: "5.1.90",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "The mailbox reached its daily recipient limit. Mail is held until the 24-hour window frees.",
+    },
+    Entry {
+        dsn: "5.2.251",
+        contains: "throttled",
+        treatment: Treatment::Hold,
+        help: "Exchange Online throttles this mailbox after repeated mailbox-full errors. Free space in the mailbox and wait.",
+    },
+    Entry {
+        dsn: "5.2.252",
+        contains: "throttled",
+        treatment: Treatment::Hold,
+        help: "Exchange Online throttles this mailbox after repeated Send As refusals. Fix the sender rewriting or grant Send As, then wait for the throttle to expire.",
+    },
+    Entry {
+        dsn: "5.2.253",
+        contains: "throttled",
+        treatment: Treatment::Hold,
+        help: "Exchange Online throttles this mailbox after repeated licence errors. Assign a licence to the mailbox, then wait.",
+    },
+    Entry {
+        dsn: "5.2.254",
+        contains: "throttled",
+        treatment: Treatment::Hold,
+        help: "Exchange Online throttles this mailbox after repeated too-many-recipients errors. Lower smtp_destination_recipient_limit, then wait.",
+    },
+    Entry {
+        dsn: "5.2.255",
+        contains: "throttled",
+        treatment: Treatment::Hold,
+        help: "Exchange Online throttles this mailbox after repeated invalid-recipient errors. Clean the recipient lists, then wait.",
+    },
+    Entry {
+        dsn: "4.3.2",
+        contains: "concurrent connections",
+        treatment: Treatment::Normal,
+        help: "More than 3 connections submitted as this mailbox at once. Lower smtp_account_concurrency_limit (or smtp_destination_concurrency_limit); postern retries later.",
+    },
+    Entry {
+        dsn: "4.3.2",
+        contains: "sender thread limit",
+        treatment: Treatment::Normal,
+        help: "More than 3 connections submitted as this mailbox at once. Lower the per-mailbox concurrency; postern retries later.",
+    },
+    Entry {
+        dsn: "5.1.8",
+        contains: "bad outbound sender",
+        treatment: Treatment::Hold,
+        help: "Microsoft restricted this mailbox for sending spam. Secure the account, then release it in Microsoft Defender > Restricted entities (about an hour to take effect).",
+    },
+    Entry {
+        dsn: "5.2.2",
+        contains: "mailbox full",
+        treatment: Treatment::Hold,
+        help: "The sending mailbox is full (Sent Items copies count). Add a retention policy for Sent Items or raise the quota.",
+    },
+    Entry {
+        dsn: "4.2.0",
+        contains: "mailbox logon failure",
+        treatment: Treatment::Normal,
+        help: "The app authenticated but has no rights on the mailbox yet: grant FullAccess to the service principal (Add-MailboxPermission) and allow up to an hour to propagate.",
+    },
+    Entry {
+        dsn: "5.7.64",
+        contains: "tenantattribution",
+        treatment: Treatment::Hold,
+        help: "Exchange Online could not tie this connection to your tenant's inbound connector: update the connector's IP address or the certificate name (TlsSenderCertificateName).",
+    },
+    Entry {
+        dsn: "5.7.64",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "Relay access denied by Exchange Online: the sender's domain is not an accepted domain, or no connector matches this server.",
+    },
+    Entry {
+        dsn: "5.7.68",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "The tenant rejects Direct Send. Create a partner inbound connector (certificate or IP) or turn off RejectDirectSend.",
+    },
+    Entry {
+        dsn: "4.7.66",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "TLS 1.0/1.1 was negotiated; Exchange Online requires TLS 1.2 or newer. Keep smtp_tls_mandatory_protocols = >=TLSv1.2.",
+    },
+    Entry {
+        dsn: "5.7.4",
+        contains: "unrecognized authentication type",
+        treatment: Treatment::Hold,
+        help: "The server does not offer that authentication mechanism (Exchange Online offers LOGIN and XOAUTH2 only after STARTTLS). Set smtp_tls_security_level = encrypt and check smtp_sasl_mechanism_filter.",
+    },
+    Entry {
+        dsn: "5.7.606",
+        contains: "banned sending ip",
+        treatment: Treatment::Hold,
+        help: "Microsoft blocks this server's IP address. Request delisting at https://sender.office.com/.",
+    },
+    Entry {
+        dsn: "4.7.500",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "Exchange Online is greylisting this IP address; postern retries. An inbound connector for this server avoids it.",
+    },
+    Entry {
+        dsn: "5.7.705",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "The tenant is blocked for sending (spam or an expired subscription). Secure the tenant and contact Microsoft Support.",
+    },
+    Entry {
+        dsn: "5.7.708",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "Exchange Online does not accept traffic from this IP (low reputation, often trial tenants). Contact Microsoft Support.",
+    },
+    Entry {
+        dsn: "5.7.750",
+        contains: "",
+        treatment: Treatment::Hold,
+        help: "The tenant is blocked for sending from unregistered domains. Add and verify the sender domains in Microsoft 365.",
+    },
+    Entry {
+        dsn: "5.4.1",
+        contains: "recipient address rejected",
+        treatment: Treatment::Normal,
+        help: "The recipient does not exist in the tenant (Directory-Based Edge Blocking).",
+    },
+    Entry {
+        dsn: "5.1.20",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "The message has several From addresses and no Sender header.",
+    },
+    Entry {
+        dsn: "5.7.512",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "The message lacks a valid From header (RFC 5322 3.6.2).",
+    },
+    Entry {
+        dsn: "5.3.4",
+        contains: "size",
+        treatment: Treatment::Normal,
+        help: "The message is larger than the server accepts (for Exchange Online the mailbox's MaxSendSize, 35 MB by default, counts after about 33% MIME growth).",
+    },
 ];
 
 fn dsn_of(reply: &str) -> Option<&str> {
     // "550 5.7.60 text" or "host ... said: 550 5.7.60 text".
     let mut words = reply.split_whitespace();
     while let Some(w) = words.next() {
-        if w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()) && matches!(w.as_bytes()[0], b'2' | b'4' | b'5') {
+        if w.len() == 3
+            && w.bytes().all(|b| b.is_ascii_digit())
+            && matches!(w.as_bytes()[0], b'2' | b'4' | b'5')
+        {
             let next = words.next()?;
             let code = next.trim_end_matches([',', ';']);
             return proto::status::EnhancedCode::parse(code).map(|_| code);
@@ -133,7 +296,9 @@ pub fn explain(reply: &str) -> Option<&'static str> {
 
 /// How a reply should be treated (see [`Treatment`]).
 pub fn treatment(reply: &str) -> Treatment {
-    find(reply).map(|e| e.treatment).unwrap_or(Treatment::Normal)
+    find(reply)
+        .map(|e| e.treatment)
+        .unwrap_or(Treatment::Normal)
 }
 
 #[cfg(test)]

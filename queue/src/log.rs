@@ -252,16 +252,15 @@ fn log_as(l: &Logger, ident: &str, pid: u32, level: Level, text: &str) {
                     *file = None;
                 }
             }
-            if file.is_none() {
-                if let Ok(f) = std::fs::OpenOptions::new()
+            if file.is_none()
+                && let Ok(f) = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&*path)
-                {
-                    *ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
-                    *file = Some(f);
-                    *checked = Instant::now();
-                }
+            {
+                *ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                *file = Some(f);
+                *checked = Instant::now();
             }
             let line = format!(
                 "{} {} {ident}[{pid}]: {}{clean}\n",

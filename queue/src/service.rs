@@ -46,7 +46,9 @@ pub fn parse_args(program: &str, argv: &[String]) -> Result<Args, String> {
         let arg = &argv[i];
         let mut value = |flag: &str| -> Result<String, String> {
             i += 1;
-            argv.get(i).cloned().ok_or_else(|| format!("option {flag} needs a value"))
+            argv.get(i)
+                .cloned()
+                .ok_or_else(|| format!("option {flag} needs a value"))
         };
         match arg.as_str() {
             "-c" => cfg_dir = Some(PathBuf::from(value("-c")?)),
@@ -54,8 +56,14 @@ pub fn parse_args(program: &str, argv: &[String]) -> Result<Args, String> {
             "-t" => a.kind = value("-t")?,
             "-o" => {
                 let v = value("-o")?;
-                let (n, val) = v.split_once('=').ok_or_else(|| format!("-o {v}: expected name=value"))?;
-                a.overrides.push((n.trim().to_string(), val.trim().to_string(), Origin::CommandLine));
+                let (n, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("-o {v}: expected name=value"))?;
+                a.overrides.push((
+                    n.trim().to_string(),
+                    val.trim().to_string(),
+                    Origin::CommandLine,
+                ));
             }
             "-v" => a.verbose = true,
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
@@ -112,10 +120,20 @@ fn start_with_ident(program: &str, ident_is_service: bool) -> Started {
             for e in &errs.0 {
                 crate::log::log(crate::log::Level::Error, &e.to_string());
             }
-            crate::log::fatal(1, &format!("{}: configuration errors; fix them (postern check lists them all)", args.config_dir.join("main.cf").display()));
+            crate::log::fatal(
+                1,
+                &format!(
+                    "{}: configuration errors; fix them (postern check lists them all)",
+                    args.config_dir.join("main.cf").display()
+                ),
+            );
         }
     };
-    let ident = if ident_is_service { args.service.clone() } else { program.to_string() };
+    let ident = if ident_is_service {
+        args.service.clone()
+    } else {
+        program.to_string()
+    };
     crate::log::init(
         &cfg,
         &ident,
@@ -139,7 +157,10 @@ fn start_with_ident(program: &str, ident_is_service: bool) -> Started {
 
 /// Takes the descriptors named by `POSTERN_LISTEN_FDS` and clears the variable.
 pub fn take_listeners() -> Vec<OwnedFd> {
-    let n: i32 = std::env::var(LISTEN_FDS_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let n: i32 = std::env::var(LISTEN_FDS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     // SAFETY: only this process runs at start-up; the variable is ours.
     unsafe { std::env::remove_var(LISTEN_FDS_ENV) };
     (0..n.clamp(0, 64))
@@ -171,7 +192,10 @@ pub fn mail_owner_ids(cfg: &Config) -> Result<(u32, u32), String> {
             )
         })?;
     if user.uid.is_root() {
-        return Err(format!("mail_owner {} must not be a privileged account (uid 0)", cfg.mail_owner));
+        return Err(format!(
+            "mail_owner {} must not be a privileged account (uid 0)",
+            cfg.mail_owner
+        ));
     }
     Ok((user.uid.as_raw(), user.gid.as_raw()))
 }
@@ -242,7 +266,10 @@ pub fn locate_program(cfg: &Config, dir_param: &str, name: &str) -> (PathBuf, St
             }
         }
     }
-    let d = dirs.first().cloned().unwrap_or_else(|| PathBuf::from("/usr/sbin"));
+    let d = dirs
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin"));
     (d.join(name), name.to_string())
 }
 
@@ -252,10 +279,20 @@ mod tests {
 
     #[test]
     fn args() {
-        let argv: Vec<String> = ["-n", "relay", "-t", "unix", "-o", "syslog_name=postern/relay", "-v", "-c", "/tmp/x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let argv: Vec<String> = [
+            "-n",
+            "relay",
+            "-t",
+            "unix",
+            "-o",
+            "syslog_name=postern/relay",
+            "-v",
+            "-c",
+            "/tmp/x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let a = parse_args("smtp", &argv).unwrap();
         assert_eq!(a.service, "relay");
         assert_eq!(a.overrides[0].0, "syslog_name");

@@ -84,6 +84,11 @@ pub fn from_micros(us: i64) -> SystemTime {
     UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64)
 }
 
+/// `Nov 02 05:50:00` (two-digit day), as Postfix writes maillog_file lines.
+pub fn file_stamp(t: SystemTime) -> String {
+    strftime(t, "%b %d %H:%M:%S")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,9 +108,4 @@ mod tests {
         assert_eq!(rfc2822_date(t2), "Mon,  2 Nov 2026 03:30:00 +0000 (UTC)");
         assert_eq!(from_micros(micros(t)), t);
     }
-}
-
-/// `Nov 02 05:50:00` (two-digit day), as Postfix writes maillog_file lines.
-pub fn file_stamp(t: SystemTime) -> String {
-    strftime(t, "%b %d %H:%M:%S")
 }

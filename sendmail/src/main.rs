@@ -56,7 +56,9 @@ fn main() {
         if c.is_dir() {
             c.clone()
         } else {
-            c.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+            c.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
         }
     });
     let dir = conf::config_dir(dir.as_deref());
@@ -66,7 +68,10 @@ fn main() {
             for e in &errs.0 {
                 eprintln!("{prog}: error: {e}");
             }
-            eprintln!("{prog}: fatal: bad configuration in {}; run postern check", dir.display());
+            eprintln!(
+                "{prog}: fatal: bad configuration in {}; run postern check",
+                dir.display()
+            );
             std::process::exit(ex::CONFIG);
         }
     };
@@ -124,7 +129,10 @@ fn exec_tool(cfg: &conf::Config, dir: &Path, tool: &str, args: &[&str]) -> ! {
         .arg(dir)
         .args(args)
         .exec();
-    queue::log::fatal(ex::UNAVAILABLE, &format!("cannot run {}: {err}", path.display()));
+    queue::log::fatal(
+        ex::UNAVAILABLE,
+        &format!("cannot run {}: {err}", path.display()),
+    );
 }
 
 /// newaliases: checks every alias_database table and reports problems.

@@ -96,7 +96,10 @@ pub fn parse(argv: &[String], mode: Mode) -> Result<Options, String> {
             break;
         }
         if arg == "-q" {
-            o.mode = Mode::Flush { site: None, id: None };
+            o.mode = Mode::Flush {
+                site: None,
+                id: None,
+            };
             i += 1;
             continue;
         }
@@ -110,7 +113,9 @@ pub fn parse(argv: &[String], mode: Mode) -> Result<Options, String> {
                     rest
                 } else {
                     i += 1;
-                    argv.get(i).cloned().ok_or_else(|| format!("option requires an argument -- '{c}'"))?
+                    argv.get(i)
+                        .cloned()
+                        .ok_or_else(|| format!("option requires an argument -- '{c}'"))?
                 };
                 apply_with_arg(&mut o, c, &val)?;
                 break;
@@ -148,11 +153,13 @@ fn apply_with_arg(o: &mut Options, c: char, val: &str) -> Result<(), String> {
         'N' => {
             let v = val.to_ascii_uppercase();
             let ok = v == "NEVER"
-                || v.split(',').all(|p| matches!(p.trim(), "SUCCESS" | "FAILURE" | "DELAY"));
+                || v.split(',')
+                    .all(|p| matches!(p.trim(), "SUCCESS" | "FAILURE" | "DELAY"));
             if ok {
                 o.notify = Some(v.split(',').map(str::trim).collect::<Vec<_>>().join(","));
             } else {
-                o.warnings.push(format!("bad -N option value: '{val}' -- ignored"));
+                o.warnings
+                    .push(format!("bad -N option value: '{val}' -- ignored"));
             }
         }
         'R' => match val.to_ascii_lowercase().as_str() {
@@ -161,13 +168,22 @@ fn apply_with_arg(o: &mut Options, c: char, val: &str) -> Result<(), String> {
             _ => o.warnings.push("bad -R option value -- ignored".into()),
         },
         'V' => {
-            if val.len() > 100 || !val.chars().all(|ch| (' '..='~').contains(&ch) || ch == '\t') {
+            if val.len() > 100
+                || !val
+                    .chars()
+                    .all(|ch| (' '..='~').contains(&ch) || ch == '\t')
+            {
                 o.warnings.push("bad -V option value -- ignored".into());
             } else {
                 o.envid = Some(val.to_string());
             }
         }
-        'X' => return Err(format!("unsupported: -X{}", val.chars().next().unwrap_or(' '))),
+        'X' => {
+            return Err(format!(
+                "unsupported: -X{}",
+                val.chars().next().unwrap_or(' ')
+            ));
+        }
         'b' => match val.chars().next() {
             Some('d') | Some('l') => o.mode = Mode::Daemon,
             Some('h') | Some('H') => o.mode = Mode::Ignore,
@@ -191,16 +207,25 @@ fn apply_with_arg(o: &mut Options, c: char, val: &str) -> Result<(), String> {
                 if site.is_empty() {
                     return Err("specify: -qRsitename".into());
                 }
-                o.mode = Mode::Flush { site: Some(site.to_string()), id: None };
+                o.mode = Mode::Flush {
+                    site: Some(site.to_string()),
+                    id: None,
+                };
             } else if let Some(id) = val.strip_prefix('I') {
                 if id.is_empty() {
                     return Err("specify: -qIqueueid".into());
                 }
-                o.mode = Mode::Flush { site: None, id: Some(id.to_string()) };
+                o.mode = Mode::Flush {
+                    site: None,
+                    id: Some(id.to_string()),
+                };
             } else if val.starts_with(|ch: char| ch.is_ascii_digit()) {
                 o.mode = Mode::Ignore;
             } else {
-                return Err(format!("-q{} is not implemented", val.chars().next().unwrap_or(' ')));
+                return Err(format!(
+                    "-q{} is not implemented",
+                    val.chars().next().unwrap_or(' ')
+                ));
             }
         }
         _ => {} // -A -L -O -e -h -p: accepted and ignored, as Postfix does
@@ -213,7 +238,10 @@ mod tests {
     use super::*;
 
     fn p(args: &[&str]) -> Result<Options, String> {
-        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), Mode::Enqueue)
+        parse(
+            &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            Mode::Enqueue,
+        )
     }
 
     #[test]
@@ -226,7 +254,16 @@ mod tests {
         assert_eq!(o.sender.as_deref(), Some("cron@host"));
         assert_eq!(o.full_name.as_deref(), Some("Cron Daemon"));
         assert_eq!(o.recipients.len(), 2);
-        let o = p(&["-ti", "-fme@x", "-NSUCCESS,FAILURE", "-R", "hdrs", "-V", "env1"]).unwrap();
+        let o = p(&[
+            "-ti",
+            "-fme@x",
+            "-NSUCCESS,FAILURE",
+            "-R",
+            "hdrs",
+            "-V",
+            "env1",
+        ])
+        .unwrap();
         assert!(o.extract && !o.dot_ends);
         assert_eq!(o.sender.as_deref(), Some("me@x"));
         assert_eq!(o.notify.as_deref(), Some("SUCCESS,FAILURE"));
@@ -235,14 +272,29 @@ mod tests {
         assert_eq!(p(&["-bp"]).unwrap().mode, Mode::Mailq);
         assert_eq!(p(&["-bs"]).unwrap().mode, Mode::Smtp);
         assert_eq!(p(&["-bi"]).unwrap().mode, Mode::Newaliases);
-        assert_eq!(p(&["-q"]).unwrap().mode, Mode::Flush { site: None, id: None });
+        assert_eq!(
+            p(&["-q"]).unwrap().mode,
+            Mode::Flush {
+                site: None,
+                id: None
+            }
+        );
         assert_eq!(
             p(&["-qIABCDEF0123"]).unwrap().mode,
-            Mode::Flush { site: None, id: Some("ABCDEF0123".into()) }
+            Mode::Flush {
+                site: None,
+                id: Some("ABCDEF0123".into())
+            }
         );
         assert_eq!(p(&["-q30m"]).unwrap().mode, Mode::Ignore);
-        assert_eq!(p(&["-C", "/tmp/cf", "-oem", "-odb", "x@y"]).unwrap().config, Some(PathBuf::from("/tmp/cf")));
-        assert_eq!(p(&["-B", "8BITMIME", "--", "-weird@x"]).unwrap().recipients, vec!["-weird@x"]);
+        assert_eq!(
+            p(&["-C", "/tmp/cf", "-oem", "-odb", "x@y"]).unwrap().config,
+            Some(PathBuf::from("/tmp/cf"))
+        );
+        assert_eq!(
+            p(&["-B", "8BITMIME", "--", "-weird@x"]).unwrap().recipients,
+            vec!["-weird@x"]
+        );
     }
 
     #[test]

@@ -34,7 +34,11 @@ pub fn read_message(input: &mut impl BufRead, dot_ends: bool, limit: u64) -> io:
             line.pop();
         }
         if first {
-            let rest = line.iter().skip_while(|&&b| b == b'>').copied().collect::<Vec<u8>>();
+            let rest = line
+                .iter()
+                .skip_while(|&&b| b == b'>')
+                .copied()
+                .collect::<Vec<u8>>();
             if rest.starts_with(b"From ") {
                 continue;
             }
@@ -68,9 +72,15 @@ mod tests {
 
     #[test]
     fn normalizes_and_stops() {
-        assert_eq!(r("Subject: backup done\n\nok\n", true), "Subject: backup done\r\n\r\nok\r\n");
+        assert_eq!(
+            r("Subject: backup done\n\nok\n", true),
+            "Subject: backup done\r\n\r\nok\r\n"
+        );
         assert_eq!(r("a\r\nb\r\r\nlast", true), "a\r\nb\r\nlast\r\n");
-        assert_eq!(r("From me Tue\n>From x\nSubject: s\n\nFrom inside\n", true), "Subject: s\r\n\r\nFrom inside\r\n");
+        assert_eq!(
+            r("From me Tue\n>From x\nSubject: s\n\nFrom inside\n", true),
+            "Subject: s\r\n\r\nFrom inside\r\n"
+        );
         assert_eq!(r("a\n.\nb\n", true), "a\r\n");
         assert_eq!(r("a\n.\nb\n", false), "a\r\n.\r\nb\r\n");
         assert_eq!(r("a\n..\n", true), "a\r\n..\r\n");

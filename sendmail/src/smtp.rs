@@ -20,7 +20,11 @@ fn reply(out: &mut impl Write, code: u16, enh: &str, text: &str) -> std::io::Res
 
 /// Runs the session; returns the exit status.
 pub fn run(cfg: &conf::Config, _opts: &Options) -> i32 {
-    match session(cfg, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()) {
+    match session(
+        cfg,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+    ) {
         Ok(()) => 0,
         Err(e) => {
             queue::log::warning(&format!("-bs session: {e}"));
@@ -29,7 +33,11 @@ pub fn run(cfg: &conf::Config, _opts: &Options) -> i32 {
     }
 }
 
-fn session(cfg: &conf::Config, input: &mut impl BufRead, out: &mut impl Write) -> std::io::Result<()> {
+fn session(
+    cfg: &conf::Config,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let uid = nix::unistd::getuid().as_raw();
     let host = &cfg.myhostname;
     reply(out, 220, "", &format!("{host} ESMTP {}", cfg.mail_name))?;
@@ -67,7 +75,9 @@ fn session(cfg: &conf::Config, input: &mut impl BufRead, out: &mut impl Write) -
             }
             Ok(Command::Rcpt { path, .. }) => match (&sender, path) {
                 (None, _) => reply(out, 503, "5.5.1", "Error: need MAIL command")?,
-                (_, proto::address::Path::Null) => reply(out, 501, "5.1.3", "Bad recipient address syntax")?,
+                (_, proto::address::Path::Null) => {
+                    reply(out, 501, "5.1.3", "Bad recipient address syntax")?
+                }
                 (Some(_), proto::address::Path::Mailbox(m)) => {
                     rcpts.push(m.to_string());
                     reply(out, 250, "2.1.5", "Ok")?;
@@ -107,13 +117,23 @@ fn session(cfg: &conf::Config, input: &mut impl BufRead, out: &mut impl Write) -
                     let env = Envelope {
                         arrival: std::time::SystemTime::now(),
                         sender: s,
-                        recipients: rcpts.iter().map(|a| Recipient { addr: a.clone(), ..Default::default() }).collect(),
-                        attrs: vec![("origin".into(), "sendmail".into()), ("uid".into(), uid.to_string())],
+                        recipients: rcpts
+                            .iter()
+                            .map(|a| Recipient {
+                                addr: a.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        attrs: vec![
+                            ("origin".into(), "sendmail".into()),
+                            ("uid".into(), uid.to_string()),
+                        ],
                     };
                     let q = Queue::new(&cfg.queue_directory);
                     let name = queue::id::random_name();
                     let res = (|| {
-                        let mut d = queue::write::Draft::create(&q.dir(QueueName::Maildrop), 0o644)?;
+                        let mut d =
+                            queue::write::Draft::create(&q.dir(QueueName::Maildrop), 0o644)?;
                         d.write_envelope(&env)?;
                         d.write_content(&content)?;
                         d.finish()?.commit_as(&name)
@@ -121,7 +141,12 @@ fn session(cfg: &conf::Config, input: &mut impl BufRead, out: &mut impl Write) -
                     match res {
                         Ok(_) => {
                             queue::wake::wake(&q, "pickup", &[queue::wake::NEW_MAIL]);
-                            reply(out, 250, "2.0.0", &format!("Ok: queued as {}", &name[..12].to_ascii_uppercase()))?;
+                            reply(
+                                out,
+                                250,
+                                "2.0.0",
+                                &format!("Ok: queued as {}", &name[..12].to_ascii_uppercase()),
+                            )?;
                         }
                         Err(e) => {
                             queue::log::warning(&format!("cannot queue message: {e}"));

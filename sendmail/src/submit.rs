@@ -25,7 +25,10 @@ pub fn run(cfg: &conf::Config, opts: &Options) -> i32 {
     let mut input = BufReader::with_capacity(64 * 1024, stdin.lock());
     let read = match crate::read::read_message(&mut input, opts.dot_ends, cfg.message_size_limit) {
         Ok(r) => r,
-        Err(e) => log::fatal(ex::DATAERR, &format!("{sender}({uid}): error reading input: {e}")),
+        Err(e) => log::fatal(
+            ex::DATAERR,
+            &format!("{sender}({uid}): error reading input: {e}"),
+        ),
     };
     if read.too_big {
         log::fatal(
@@ -62,7 +65,10 @@ pub fn run(cfg: &conf::Config, opts: &Options) -> i32 {
                 ..Default::default()
             })
             .collect(),
-        attrs: vec![("origin".into(), "sendmail".into()), ("uid".into(), uid.to_string())],
+        attrs: vec![
+            ("origin".into(), "sendmail".into()),
+            ("uid".into(), uid.to_string()),
+        ],
     };
     if let Some(f) = &opts.full_name {
         env.set_attr("fullname", f.clone());
@@ -138,7 +144,9 @@ fn split_addresses(s: &str) -> Vec<String> {
 pub fn extract_recipients(content: &[u8]) -> Vec<String> {
     let end = header::header_end(content).unwrap_or(content.len());
     let headers = header::parse_headers(&content[..end]);
-    let resent = headers.iter().any(|h| h.name.len() > 7 && h.name[..7].eq_ignore_ascii_case("resent-"));
+    let resent = headers
+        .iter()
+        .any(|h| h.name.len() > 7 && h.name[..7].eq_ignore_ascii_case("resent-"));
     let wanted: &[&str] = if resent {
         &["resent-to", "resent-cc", "resent-bcc"]
     } else {

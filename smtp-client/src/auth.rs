@@ -160,7 +160,13 @@ pub enum NoMechanism {
 
 /// Options that exclude every mechanism postern has: they all send a
 /// password or bearer token that a listener could reuse.
-const EXCLUDING: &[&str] = &["noplaintext", "noactive", "nodictionary", "mutual_auth", "forward_secrecy"];
+const EXCLUDING: &[&str] = &[
+    "noplaintext",
+    "noactive",
+    "nodictionary",
+    "mutual_auth",
+    "forward_secrecy",
+];
 
 /// Chooses the mechanism: XOAUTH2 when a token source exists, then PLAIN,
 /// then LOGIN, among those the server offers and the filter allows.
@@ -177,12 +183,18 @@ pub fn choose(
         .into_iter()
         .filter(|m| *m != Mechanism::Xoauth2 || have_tokens)
         .filter(|m| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name())))
-        .filter(|m| sasl.mechanism_filter.is_empty() || sasl.mechanism_filter.iter().any(|f| f == m.name()))
+        .filter(|m| {
+            sasl.mechanism_filter.is_empty() || sasl.mechanism_filter.iter().any(|f| f == m.name())
+        })
         .collect();
     if candidates.is_empty() {
         return Err(NoMechanism::NoneCompatible);
     }
-    let options = if tls_active { &sasl.tls_security_options } else { &sasl.security_options };
+    let options = if tls_active {
+        &sasl.tls_security_options
+    } else {
+        &sasl.security_options
+    };
     if options.iter().any(|o| EXCLUDING.contains(&o.as_str())) {
         candidates.clear();
     }
@@ -200,7 +212,9 @@ pub fn no_mechanism_outcome(why: NoMechanism, namaddr: &str) -> Outcome {
         ),
         NoMechanism::Forbidden => Outcome::local(
             "4.7.0",
-            format!("SASL authentication failed; cannot authenticate to server {namaddr}: no mechanism available"),
+            format!(
+                "SASL authentication failed; cannot authenticate to server {namaddr}: no mechanism available"
+            ),
         ),
     }
 }
@@ -239,7 +253,10 @@ pub struct AuthFailure {
 
 impl From<Outcome> for AuthFailure {
     fn from(outcome: Outcome) -> AuthFailure {
-        AuthFailure { outcome, permanent: false }
+        AuthFailure {
+            outcome,
+            permanent: false,
+        }
     }
 }
 
@@ -265,7 +282,11 @@ pub async fn authenticate(
     };
     let (initial, mut responses): (Option<Secret>, VecDeque<Secret>) = match mech {
         Mechanism::Plain => (
-            Some(Secret::new(plain_initial("", &creds.user, creds.pass.expose()))),
+            Some(Secret::new(plain_initial(
+                "",
+                &creds.user,
+                creds.pass.expose(),
+            ))),
             VecDeque::new(),
         ),
         Mechanism::Login => (
@@ -278,7 +299,10 @@ pub async fn authenticate(
         Mechanism::Xoauth2 => {
             let src = tokens.ok_or_else(|| cannot("no OAuth2 token source is configured"))?;
             let token = src.token(&creds.user).await.map_err(|e| cannot(&e))?;
-            (Some(Secret::new(xoauth2_initial(&creds.user, token.expose()))), VecDeque::new())
+            (
+                Some(Secret::new(xoauth2_initial(&creds.user, token.expose()))),
+                VecDeque::new(),
+            )
         }
     };
     let (cmd, deferred) = first_command(mech, initial);
@@ -297,15 +321,17 @@ pub async fn authenticate(
         if steps > 100 {
             return Err(Outcome::local(
                 "4.3.0",
-                format!("SASL authentication failed; authentication protocol loop with server {namaddr}"),
+                format!(
+                    "SASL authentication failed; authentication protocol loop with server {namaddr}"
+                ),
             )
             .into());
         }
         // Out of responses: XOAUTH2's error challenge wants an empty line;
         // any other mechanism cancels with "*".
-        let next = responses.pop_front().unwrap_or_else(|| {
-            Secret::new(if mech == Mechanism::Xoauth2 { "" } else { "*" })
-        });
+        let next = responses
+            .pop_front()
+            .unwrap_or_else(|| Secret::new(if mech == Mechanism::Xoauth2 { "" } else { "*" }));
         let mut line = next.expose().as_bytes().to_vec();
         line.extend_from_slice(b"\r\n");
         chat.send(&line, limit).await.map_err(|e| io(chat, e))?;
@@ -340,17 +366,42 @@ mod tests {
     #[test]
     fn mechanism_choice() {
         let s = sasl(&[]);
-        assert_eq!(choose(&offered(&["LOGIN", "PLAIN"]), &s, true, false), Ok(Mechanism::Plain));
-        assert_eq!(choose(&offered(&["LOGIN", "XOAUTH2"]), &s, true, false), Ok(Mechanism::Login));
-        assert_eq!(choose(&offered(&["LOGIN", "XOAUTH2"]), &s, true, true), Ok(Mechanism::Xoauth2));
-        assert_eq!(choose(&offered(&["CRAM-MD5"]), &s, true, false), Err(NoMechanism::NoneCompatible));
+        assert_eq!(
+            choose(&offered(&["LOGIN", "PLAIN"]), &s, true, false),
+            Ok(Mechanism::Plain)
+        );
+        assert_eq!(
+            choose(&offered(&["LOGIN", "XOAUTH2"]), &s, true, false),
+            Ok(Mechanism::Login)
+        );
+        assert_eq!(
+            choose(&offered(&["LOGIN", "XOAUTH2"]), &s, true, true),
+            Ok(Mechanism::Xoauth2)
+        );
+        assert_eq!(
+            choose(&offered(&["CRAM-MD5"]), &s, true, false),
+            Err(NoMechanism::NoneCompatible)
+        );
         // Default smtp_sasl_security_options = noplaintext: no password in plaintext.
-        assert_eq!(choose(&offered(&["PLAIN"]), &s, false, false), Err(NoMechanism::Forbidden));
+        assert_eq!(
+            choose(&offered(&["PLAIN"]), &s, false, false),
+            Err(NoMechanism::Forbidden)
+        );
         let s = sasl(&["login"]);
-        assert_eq!(choose(&offered(&["PLAIN", "LOGIN"]), &s, true, false), Ok(Mechanism::Login));
+        assert_eq!(
+            choose(&offered(&["PLAIN", "LOGIN"]), &s, true, false),
+            Ok(Mechanism::Login)
+        );
         let s = sasl(&["xoauth2"]);
-        assert_eq!(choose(&offered(&["LOGIN", "XOAUTH2"]), &s, true, false), Err(NoMechanism::NoneCompatible));
-        assert!(no_mechanism_outcome(NoMechanism::Forbidden, "h[1.2.3.4]").reason.ends_with("h[1.2.3.4]: no mechanism available"));
+        assert_eq!(
+            choose(&offered(&["LOGIN", "XOAUTH2"]), &s, true, false),
+            Err(NoMechanism::NoneCompatible)
+        );
+        assert!(
+            no_mechanism_outcome(NoMechanism::Forbidden, "h[1.2.3.4]")
+                .reason
+                .ends_with("h[1.2.3.4]: no mechanism available")
+        );
     }
 
     #[test]
@@ -365,22 +416,42 @@ mod tests {
              [smtp.office365.com]:587  relay@contoso.com:relaypw\n",
         )
         .unwrap();
-        let maps = Maps::open(&[format!("texthash:{}", p.display())], &conf::Origin::Default).unwrap();
+        let maps = Maps::open(
+            &[format!("texthash:{}", p.display())],
+            &conf::Origin::Default,
+        )
+        .unwrap();
         let m = PasswordMaps::from_maps(maps);
         let dest = ["[smtp.office365.com]:587"];
         // Sender first, only with smtp_sender_dependent_authentication.
-        let c = m.lookup(true, "scan@contoso.com", Some("smtp.office365.com"), &dest).unwrap().unwrap();
+        let c = m
+            .lookup(true, "scan@contoso.com", Some("smtp.office365.com"), &dest)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.user, "scanner@contoso.com");
         assert_eq!(c.pass.expose(), "pw:with:colons");
-        assert_eq!(format!("{c:?}").contains("pw:with"), false);
-        let c = m.lookup(true, "anyone@fabrikam.com", None, &dest).unwrap().unwrap();
+        assert!(!format!("{c:?}").contains("pw:with"));
+        let c = m
+            .lookup(true, "anyone@fabrikam.com", None, &dest)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.user, "fab@fabrikam.com");
-        let c = m.lookup(false, "scan@contoso.com", Some("smtp.office365.com"), &dest).unwrap().unwrap();
+        let c = m
+            .lookup(false, "scan@contoso.com", Some("smtp.office365.com"), &dest)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.user, "relay@contoso.com");
         // The host name before the next hop.
-        let c = m.lookup(false, "", Some("mx1.example.com"), &dest).unwrap().unwrap();
+        let c = m
+            .lookup(false, "", Some("mx1.example.com"), &dest)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.user, "hostuser");
-        assert_eq!(m.lookup(false, "", Some("other"), &["other.example"]).unwrap(), None);
+        assert_eq!(
+            m.lookup(false, "", Some("other"), &["other.example"])
+                .unwrap(),
+            None
+        );
         assert_eq!(Credentials::from_value("justuser").pass.expose(), "");
     }
 

@@ -63,7 +63,9 @@ impl Cache {
         let list = map.get_mut(key)?;
         let mut found = None;
         while let Some(i) = list.pop() {
-            if now.duration_since(i.since) < self.limits.idle_limit && self.reusable(&i.session, now) {
+            if now.duration_since(i.since) < self.limits.idle_limit
+                && self.reusable(&i.session, now)
+            {
                 found = Some(i.session);
                 break;
             }
@@ -97,7 +99,8 @@ impl Cache {
         let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         for list in map.values_mut() {
             let (keep, gone): (Vec<Idle>, Vec<Idle>) = list.drain(..).partition(|i| {
-                !all && now.duration_since(i.since) < self.limits.idle_limit && self.reusable(&i.session, now)
+                !all && now.duration_since(i.since) < self.limits.idle_limit
+                    && self.reusable(&i.session, now)
             });
             *list = keep;
             out.extend(gone.into_iter().map(|i| i.session));
@@ -109,7 +112,10 @@ impl Cache {
     /// Number of idle sessions.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.idle.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+        self.idle
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
     }
 
     /// Closes expired sessions with QUIT every half second, forever.

@@ -45,7 +45,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -179,12 +183,14 @@ impl Chat {
     pub fn failure(&self, err: &ChatError, while_: &str) -> Outcome {
         let who = self.peer.namaddr();
         match err {
-            ChatError::Timeout => {
-                Outcome::local("4.4.2", format!("conversation with {who} timed out while {while_}"))
-            }
-            ChatError::Lost => {
-                Outcome::local("4.4.2", format!("lost connection with {who} while {while_}"))
-            }
+            ChatError::Timeout => Outcome::local(
+                "4.4.2",
+                format!("conversation with {who} timed out while {while_}"),
+            ),
+            ChatError::Lost => Outcome::local(
+                "4.4.2",
+                format!("lost connection with {who} while {while_}"),
+            ),
             ChatError::Malformed(e) => Outcome::local(
                 "4.5.0",
                 format!("host {who} sent an invalid SMTP reply while {while_}: {e}"),

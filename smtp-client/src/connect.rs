@@ -28,7 +28,10 @@ pub fn os_text(e: &std::io::Error) -> String {
 pub async fn tcp(t: &Target, limit: Duration) -> Result<TcpStream, Outcome> {
     let sa = SocketAddr::new(t.addr, t.port);
     let fail = |text: String| {
-        Outcome::local("4.4.1", format!("connect to {}[{}]:{}: {text}", t.host, t.addr, t.port))
+        Outcome::local(
+            "4.4.1",
+            format!("connect to {}[{}]:{}: {text}", t.host, t.addr, t.port),
+        )
     };
     match tokio::time::timeout(limit, TcpStream::connect(sa)).await {
         Err(_) => Err(fail("Connection timed out".into())),
@@ -45,7 +48,10 @@ pub async fn tcp(t: &Target, limit: Duration) -> Result<TcpStream, Outcome> {
 /// # Errors
 /// The last failure when every server tried failed (or a failure that
 /// ends the attempt at once, such as a refused login).
-pub async fn open_session(targets: &[Target], setup: &session::Setup<'_>) -> Result<Session, SiteFailure> {
+pub async fn open_session(
+    targets: &[Target],
+    setup: &session::Setup<'_>,
+) -> Result<Session, SiteFailure> {
     let s = setup.settings;
     let mut last: Option<SiteFailure> = None;
     let mut sessions = 0usize;

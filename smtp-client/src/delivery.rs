@@ -86,6 +86,13 @@ impl Agent {
         )
     }
 
+    /// Uses `tokens` for XOAUTH2.
+    #[cfg(test)]
+    pub fn with_tokens(mut self, tokens: Arc<dyn TokenSource>) -> Agent {
+        self.tokens = Some(tokens);
+        self
+    }
+
     /// Stops caching sessions (shutdown).
     pub fn stop_caching(&self) {
         self.stopping.store(true, Ordering::SeqCst);
@@ -99,7 +106,8 @@ impl Agent {
         let qf = match read {
             Ok(Ok(qf)) => qf,
             Ok(Err(e)) => {
-                let o = Outcome::local("4.3.0", format!("cannot read queue file {}: {e}", req.path));
+                let o =
+                    Outcome::local("4.3.0", format!("cannot read queue file {}: {e}", req.path));
                 return self.finish(req, handoff, self.all(req, o, "none", 0, None), false);
             }
             Err(e) => {
@@ -115,7 +123,14 @@ impl Agent {
         self.finish(req, handoff, done, site)
     }
 
-    fn all(&self, req: &Request, o: Outcome, relay: &str, conn_use: u32, conn_done: Option<SystemTime>) -> Vec<Done> {
+    fn all(
+        &self,
+        req: &Request,
+        o: Outcome,
+        relay: &str,
+        conn_use: u32,
+        conn_done: Option<SystemTime>,
+    ) -> Vec<Done> {
         req.recipients
             .iter()
             .map(|_| Done {
@@ -132,7 +147,9 @@ impl Agent {
         if !dir.starts_with('/') {
             let o = Outcome::local(
                 "4.3.5",
-                format!("maildir transport: next hop \"{dir}\" is not an absolute directory; use maildir:/path/to/Maildir"),
+                format!(
+                    "maildir transport: next hop \"{dir}\" is not an absolute directory; use maildir:/path/to/Maildir"
+                ),
             );
             return self.all(req, o, "maildir", 0, None);
         }
@@ -143,9 +160,17 @@ impl Agent {
         };
         let mut out = Vec::new();
         for r in &req.recipients {
-            let (d, h, s, a) = (dir.clone(), host.clone(), req.sender.clone(), r.addr.clone());
+            let (d, h, s, a) = (
+                dir.clone(),
+                host.clone(),
+                req.sender.clone(),
+                r.addr.clone(),
+            );
             let content = qf.content().to_vec();
-            let res = tokio::task::spawn_blocking(move || maildir::deliver(Path::new(&d), &h, &s, &a, &content)).await;
+            let res = tokio::task::spawn_blocking(move || {
+                maildir::deliver(Path::new(&d), &h, &s, &a, &content)
+            })
+            .await;
             let outcome = match res {
                 Ok(Ok(_)) => Outcome::sent_local("delivered to maildir"),
                 Ok(Err(e)) => Outcome::local(e.dsn(), format!("maildir delivery failed: {e}")),
@@ -166,7 +191,10 @@ impl Agent {
         let nexthop = match Nexthop::parse(&req.nexthop, 25) {
             Ok(n) => n,
             Err(e) => {
-                let mut o = Outcome::local("4.3.5", format!("bad next hop for transport {}: {e}", req.transport));
+                let mut o = Outcome::local(
+                    "4.3.5",
+                    format!("bad next hop for transport {}: {e}", req.transport),
+                );
                 o.hold = true;
                 return (self.all(req, o, "none", 0, None), true);
             }
@@ -206,9 +234,9 @@ impl Agent {
             body: env.attr("body"),
             envid: env.attr("envid"),
             ret,
-            smtputf8: env
-                .attr("smtputf8")
-                .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "no" | "0" | "false")),
+            smtputf8: env.attr("smtputf8").is_some_and(|v| {
+                !matches!(v.to_ascii_lowercase().as_str(), "" | "no" | "0" | "false")
+            }),
         };
         let setup = Setup {
             settings: s,
@@ -236,7 +264,11 @@ impl Agent {
                 && s.tls.loglevel >= 1
                 && let Some(info) = &session.tls
             {
-                log::info(&crate::tls::summary(&session.chat.peer.namaddrport(), info, true));
+                log::info(&crate::tls::summary(
+                    &session.chat.peer.namaddrport(),
+                    info,
+                    true,
+                ));
             }
             let conn_done = SystemTime::now();
             let tx = transaction::run(&mut session, s, &job).await;
@@ -252,7 +284,8 @@ impl Agent {
             session.uses += 1;
             let relay = session.chat.peer.namaddrport();
             let conn_use = session.uses;
-            self.release(key.clone(), session, tx.after, req.more_waiting).await;
+            self.release(key.clone(), session, tx.after, req.more_waiting)
+                .await;
             let done = tx
                 .outcomes
                 .into_iter()
@@ -289,7 +322,10 @@ impl Agent {
 
     async fn open(&self, nexthop: &Nexthop, setup: &Setup<'_>) -> Result<Session, SiteFailure> {
         let resolver = self.resolver.as_ref().map_err(|e| {
-            SiteFailure::no_relay(Outcome::local("4.3.0", format!("DNS resolver unavailable: {e}")))
+            SiteFailure::no_relay(Outcome::local(
+                "4.3.0",
+                format!("DNS resolver unavailable: {e}"),
+            ))
         })?;
         let targets = resolve::targets(resolver, &self.settings, nexthop)
             .await
@@ -320,13 +356,22 @@ impl Agent {
     }
 
     /// Logs one line per recipient and builds the response.
-    fn finish(&self, req: &Request, handoff: SystemTime, done: Vec<Done>, site_failure: bool) -> Response {
+    fn finish(
+        &self,
+        req: &Request,
+        handoff: SystemTime,
+        done: Vec<Done>,
+        site_failure: bool,
+    ) -> Response {
         let now = SystemTime::now();
         let mut results = Vec::with_capacity(done.len());
         let mut hold_route = false;
         for (r, d) in req.recipients.iter().zip(done) {
             hold_route |= d.outcome.hold;
-            let orig = r.orcpt.as_deref().map(|o| o.split_once(';').map_or(o, |(_, a)| a));
+            let orig = r
+                .orcpt
+                .as_deref()
+                .map(|o| o.split_once(';').map_or(o, |(_, a)| a));
             let line = log::delivery(
                 &DeliveryLine {
                     id: &req.queue_id,

@@ -56,8 +56,14 @@ pub fn ensure(dir: &Path) -> Result<(), MaildirError> {
     let mut b = DirBuilder::new();
     b.recursive(true).mode(0o700);
     for sub in ["", "tmp", "new", "cur"] {
-        let d = if sub.is_empty() { dir.to_path_buf() } else { dir.join(sub) };
-        ctx(b.create(&d), || format!("create maildir directory {}", d.display()))?;
+        let d = if sub.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(sub)
+        };
+        ctx(b.create(&d), || {
+            format!("create maildir directory {}", d.display())
+        })?;
     }
     Ok(())
 }
@@ -65,7 +71,9 @@ pub fn ensure(dir: &Path) -> Result<(), MaildirError> {
 /// A unique file name: `<secs>.M<usec>P<pid>Q<n>.<host>`, with `/` and `:`
 /// in the host name escaped as `\057` and `\072` (the Maildir convention).
 pub fn unique_name(host: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let host = host.replace('/', "\\057").replace(':', "\\072");
     format!(
@@ -100,7 +108,13 @@ pub fn render(sender: &str, rcpt: &str, content: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// The step that failed, with the OS error.
-pub fn deliver(dir: &Path, host: &str, sender: &str, rcpt: &str, content: &[u8]) -> Result<PathBuf, MaildirError> {
+pub fn deliver(
+    dir: &Path,
+    host: &str,
+    sender: &str,
+    rcpt: &str,
+    content: &[u8],
+) -> Result<PathBuf, MaildirError> {
     ensure(dir)?;
     let name = unique_name(host);
     let tmp = dir.join("tmp").join(&name);
@@ -108,16 +122,28 @@ pub fn deliver(dir: &Path, host: &str, sender: &str, rcpt: &str, content: &[u8])
     let data = render(sender, rcpt, content);
     let written = (|| {
         let mut f = ctx(
-            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp),
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp),
             || format!("create maildir file {}", tmp.display()),
         )?;
-        ctx(f.write_all(&data), || format!("write maildir file {}", tmp.display()))?;
-        ctx(f.sync_all(), || format!("fsync maildir file {}", tmp.display()))?;
+        ctx(f.write_all(&data), || {
+            format!("write maildir file {}", tmp.display())
+        })?;
+        ctx(f.sync_all(), || {
+            format!("fsync maildir file {}", tmp.display())
+        })?;
         ctx(std::fs::rename(&tmp, &new), || {
             format!("rename maildir file {} to {}", tmp.display(), new.display())
         })?;
-        let d = ctx(File::open(dir.join("new")), || format!("open {}", dir.join("new").display()))?;
-        ctx(d.sync_all(), || format!("fsync {}", dir.join("new").display()))
+        let d = ctx(File::open(dir.join("new")), || {
+            format!("open {}", dir.join("new").display())
+        })?;
+        ctx(d.sync_all(), || {
+            format!("fsync {}", dir.join("new").display())
+        })
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
@@ -136,11 +162,29 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let md = root.path().join("Maildir");
         let content = b"From: a@example.com\r\nSubject: hi\r\n\r\nline one\r\n.dot line\r\n";
-        let p1 = deliver(&md, "relay.example:1", "a@example.com", "bob@example.com", content).unwrap();
-        let p2 = deliver(&md, "relay.example:1", "a@example.com", "carol@example.com", content).unwrap();
+        let p1 = deliver(
+            &md,
+            "relay.example:1",
+            "a@example.com",
+            "bob@example.com",
+            content,
+        )
+        .unwrap();
+        let p2 = deliver(
+            &md,
+            "relay.example:1",
+            "a@example.com",
+            "carol@example.com",
+            content,
+        )
+        .unwrap();
         assert_ne!(p1, p2);
         for sub in ["tmp", "new", "cur"] {
-            let mode = std::fs::metadata(md.join(sub)).unwrap().permissions().mode() & 0o777;
+            let mode = std::fs::metadata(md.join(sub))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o700, "{sub}");
         }
         assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
@@ -153,9 +197,15 @@ mod tests {
         let name = p1.file_name().unwrap().to_str().unwrap().to_string();
         let (secs, rest) = name.split_once(".M").unwrap();
         assert!(secs.parse::<u64>().is_ok());
-        assert!(rest.contains(&format!("P{}Q", std::process::id())), "{name}");
+        assert!(
+            rest.contains(&format!("P{}Q", std::process::id())),
+            "{name}"
+        );
         assert!(name.ends_with(".relay.example\\0721"), "{name}");
-        assert_eq!(std::fs::metadata(&p1).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p1).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -164,7 +214,10 @@ mod tests {
         let file = root.path().join("plainfile");
         std::fs::write(&file, b"x").unwrap();
         let e = deliver(&file.join("Maildir"), "h", "", "bob@example.com", b"x").unwrap_err();
-        assert!(e.to_string().starts_with("create maildir directory "), "{e}");
+        assert!(
+            e.to_string().starts_with("create maildir directory "),
+            "{e}"
+        );
         assert!(e.to_string().ends_with(": Not a directory"), "{e}");
         assert_eq!(e.dsn(), "4.2.0");
     }

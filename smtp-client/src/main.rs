@@ -10,6 +10,9 @@
 //! (greeting, EHLO, TLS, AUTH), [`tls`], [`auth`], [`transaction`] (MAIL,
 //! RCPT, DATA), [`chat`] (I/O with time limits), [`outcome`] (results and
 //! reason texts), [`cache`] (idle sessions), [`maildir`], [`settings`].
+//!
+//! Environment: `POSTERN_DNS_SERVER=ip:port` sends all DNS queries to that
+//! server instead of the resolv.conf ones (for tests; see [`resolve`]).
 
 mod auth;
 mod cache;
@@ -35,7 +38,10 @@ use std::sync::Arc;
 
 fn main() {
     let started = queue::service::start_agent("smtp");
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => log::fatal(1, &format!("cannot start the event loop: {e}")),
     };
@@ -47,7 +53,12 @@ fn main() {
 }
 
 async fn run(started: queue::service::Started) -> anyhow::Result<()> {
-    let queue::service::Started { args, cfg, queue, listeners } = started;
+    let queue::service::Started {
+        args,
+        cfg,
+        queue,
+        listeners,
+    } = started;
     let listener = match listeners.into_iter().next() {
         Some(fd) => {
             let l = std::os::unix::net::UnixListener::from(fd);

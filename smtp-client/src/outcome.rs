@@ -112,7 +112,10 @@ impl Outcome {
         Outcome::remote(
             peer,
             reply,
-            format!("host {} said: {said} (in reply to {command})", peer.namaddr()),
+            format!(
+                "host {} said: {said} (in reply to {command})",
+                peer.namaddr()
+            ),
         )
     }
 
@@ -259,10 +262,17 @@ mod tests {
         assert_eq!(o.status, Status::Deferred);
         assert_eq!(o.dsn, "4.7.57");
         assert!(o.hold);
-        assert!(o.reason.contains("said: 530 5.7.57 Client not authenticated"));
-        assert_eq!(o.diagnostic.as_deref(), Some("530 5.7.57 Client not authenticated to send mail. [X.prod.outlook.com]"));
+        assert!(
+            o.reason
+                .contains("said: 530 5.7.57 Client not authenticated")
+        );
+        assert_eq!(
+            o.diagnostic.as_deref(),
+            Some("530 5.7.57 Client not authenticated to send mail. [X.prod.outlook.com]")
+        );
         // SendAs refusals are about the message: they bounce.
-        let r = reply("550 5.7.60 SMTP; Client does not have permissions to send as this sender\r\n");
+        let r =
+            reply("550 5.7.60 SMTP; Client does not have permissions to send as this sender\r\n");
         let o = Outcome::rejected(&peer(), &r, "end of DATA command");
         assert_eq!((o.status, o.hold), (Status::Bounced, false));
     }
@@ -273,13 +283,23 @@ mod tests {
         let o = Outcome::sent(&peer(), &r);
         assert_eq!(o.status, Status::Sent);
         assert_eq!(o.dsn, "2.0.0");
-        assert_eq!(o.reason, "250 2.0.0 OK <a@b> [Hostname=CH2PR14MB4005.namprd14.prod.outlook.com]");
+        assert_eq!(
+            o.reason,
+            "250 2.0.0 OK <a@b> [Hostname=CH2PR14MB4005.namprd14.prod.outlook.com]"
+        );
         assert_eq!(Outcome::local("5.4.4", "x").status, Status::Bounced);
         assert_eq!(Outcome::local("4.4.1", "x").status, Status::Deferred);
         let soft = Outcome::local("5.4.4", "x").soften();
-        assert_eq!((soft.status, soft.dsn.as_str()), (Status::Deferred, "4.4.4"));
+        assert_eq!(
+            (soft.status, soft.dsn.as_str()),
+            (Status::Deferred, "4.4.4")
+        );
         assert_eq!(peer().namaddrport(), "mx.example.com[192.0.2.1]:25");
-        let v6 = Peer { name: "h".into(), addr: "2001:db8::1".parse().unwrap(), port: 587 };
+        let v6 = Peer {
+            name: "h".into(),
+            addr: "2001:db8::1".parse().unwrap(),
+            port: 587,
+        };
         assert_eq!(v6.to_string(), "h[2001:db8::1]:587");
     }
 }

@@ -76,10 +76,13 @@ pub fn build_resolver(server: Option<SocketAddr>) -> Result<TokioResolver, Strin
             *b.options_mut() = opts;
             b
         }
-        None => TokioResolver::builder_tokio()
-            .map_err(|e| format!("cannot read the system DNS configuration (/etc/resolv.conf): {e}"))?,
+        None => TokioResolver::builder_tokio().map_err(|e| {
+            format!("cannot read the system DNS configuration (/etc/resolv.conf): {e}")
+        })?,
     };
-    builder.build().map_err(|e| format!("cannot start the DNS resolver: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot start the DNS resolver: {e}"))
 }
 
 /// How a lookup failed, in Postfix's terms.
@@ -163,23 +166,27 @@ pub async fn targets(
         let addrs = host_addrs(resolver, s, &nexthop.host, nexthop.port).await?;
         return Ok(to_targets(&nexthop.host, addrs, nexthop.port, 0));
     }
-    let mut mxs: Vec<(u16, String)> = match resolver.lookup(fqdn(&nexthop.host), RecordType::MX).await {
-        Ok(l) => l
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::MX(mx) => Some((
-                    mx.preference,
-                    mx.exchange.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
-                )),
-                _ => None,
-            })
-            .collect(),
-        Err(e) => match Miss::of(&e) {
-            Miss::NoData => Vec::new(),
-            m => return Err(m.outcome(&nexthop.host, "MX")),
-        },
-    };
+    let mut mxs: Vec<(u16, String)> =
+        match resolver.lookup(fqdn(&nexthop.host), RecordType::MX).await {
+            Ok(l) => l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::MX(mx) => Some((
+                        mx.preference,
+                        mx.exchange
+                            .to_ascii()
+                            .trim_end_matches('.')
+                            .to_ascii_lowercase(),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) => match Miss::of(&e) {
+                Miss::NoData => Vec::new(),
+                m => return Err(m.outcome(&nexthop.host, "MX")),
+            },
+        };
     if mxs.is_empty() {
         let addrs = host_addrs(resolver, s, &nexthop.host, nexthop.port).await?;
         return Ok(to_targets(&nexthop.host, addrs, nexthop.port, 0));
@@ -209,7 +216,10 @@ pub async fn targets(
         (true, Some(e)) => Err(e),
         (true, None) => Err(Outcome::local(
             "4.4.3",
-            format!("no usable address found for the mail exchangers of {}", nexthop.host),
+            format!(
+                "no usable address found for the mail exchangers of {}",
+                nexthop.host
+            ),
         )),
         (false, _) => Ok(out),
     }
@@ -298,7 +308,10 @@ async fn host_addrs(
                     .strip_prefix("failed to lookup address information: ")
                     .unwrap_or(&text)
                     .to_string();
-                err = Some(Outcome::local("4.4.4", format!("unable to look up host {host}: {text}")));
+                err = Some(Outcome::local(
+                    "4.4.4",
+                    format!("unable to look up host {host}: {text}"),
+                ));
             }
         }
     }
@@ -309,7 +322,11 @@ fn primary_type(s: &Settings) -> &'static str {
     if s.ipv4 { "A" } else { "AAAA" }
 }
 
-async fn dns_addrs(resolver: &TokioResolver, s: &Settings, host: &str) -> Result<Vec<IpAddr>, Miss> {
+async fn dns_addrs(
+    resolver: &TokioResolver,
+    s: &Settings,
+    host: &str,
+) -> Result<Vec<IpAddr>, Miss> {
     let mut out = Vec::new();
     let mut miss = Miss::NoData;
     let mut types = Vec::new();
@@ -369,17 +386,36 @@ pub(crate) mod tests {
         .await;
         let r = build_resolver(Some(dns.addr)).unwrap();
         let s = settings();
-        let t = targets(&r, &s, &Nexthop::parse("example.test:2525", 25).unwrap()).await.unwrap();
-        let got: Vec<(String, String, u16)> =
-            t.iter().map(|t| (t.host.clone(), t.addr.to_string(), t.port)).collect();
-        assert_eq!(got[0], ("mx1.example.test".into(), "127.0.0.1".into(), 2525));
+        let t = targets(&r, &s, &Nexthop::parse("example.test:2525", 25).unwrap())
+            .await
+            .unwrap();
+        let got: Vec<(String, String, u16)> = t
+            .iter()
+            .map(|t| (t.host.clone(), t.addr.to_string(), t.port))
+            .collect();
+        assert_eq!(
+            got[0],
+            ("mx1.example.test".into(), "127.0.0.1".into(), 2525)
+        );
         assert_eq!(got.len(), 3);
         assert!(got[1..].iter().all(|g| g.0 == "mx2.example.test"));
-        let t = targets(&r, &s, &Nexthop::parse("nomx.test", 25).unwrap()).await.unwrap();
-        assert_eq!((t[0].host.as_str(), t[0].addr.to_string().as_str()), ("nomx.test", "127.0.0.4"));
-        let t = targets(&r, &s, &Nexthop::parse("[host.test]:587", 25).unwrap()).await.unwrap();
-        assert_eq!((t[0].addr.to_string().as_str(), t[0].port), ("127.0.0.5", 587));
-        let t = targets(&r, &s, &Nexthop::parse("[192.0.2.9]", 25).unwrap()).await.unwrap();
+        let t = targets(&r, &s, &Nexthop::parse("nomx.test", 25).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (t[0].host.as_str(), t[0].addr.to_string().as_str()),
+            ("nomx.test", "127.0.0.4")
+        );
+        let t = targets(&r, &s, &Nexthop::parse("[host.test]:587", 25).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (t[0].addr.to_string().as_str(), t[0].port),
+            ("127.0.0.5", 587)
+        );
+        let t = targets(&r, &s, &Nexthop::parse("[192.0.2.9]", 25).unwrap())
+            .await
+            .unwrap();
         assert_eq!(t[0].host, "192.0.2.9");
     }
 
@@ -388,26 +424,40 @@ pub(crate) mod tests {
         let dns = DnsServer::start(&[("broken.test", "SERVFAIL", "")]).await;
         let r = build_resolver(Some(dns.addr)).unwrap();
         let s = settings();
-        let e = targets(&r, &s, &Nexthop::parse("nowhere.test", 25).unwrap()).await.unwrap_err();
+        let e = targets(&r, &s, &Nexthop::parse("nowhere.test", 25).unwrap())
+            .await
+            .unwrap_err();
         assert_eq!(e.dsn, "5.4.4");
         assert_eq!(
             e.reason,
             "Host or domain name not found. Name service error for name=nowhere.test type=MX: Host not found"
         );
-        let e = targets(&r, &s, &Nexthop::parse("[nowhere.test]", 25).unwrap()).await.unwrap_err();
+        let e = targets(&r, &s, &Nexthop::parse("[nowhere.test]", 25).unwrap())
+            .await
+            .unwrap_err();
         assert_eq!(
             e.reason,
             "Host or domain name not found. Name service error for name=nowhere.test type=A: Host not found"
         );
-        let e = targets(&r, &s, &Nexthop::parse("broken.test", 25).unwrap()).await.unwrap_err();
+        let e = targets(&r, &s, &Nexthop::parse("broken.test", 25).unwrap())
+            .await
+            .unwrap_err();
         assert_eq!(e.dsn, "4.4.3");
-        assert!(e.reason.ends_with("type=MX: Host not found, try again"), "{}", e.reason);
+        assert!(
+            e.reason.ends_with("type=MX: Host not found, try again"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]
     fn shuffle_keeps_preference_order() {
-        let mut v: Vec<(u16, String)> =
-            vec![(20, "c".into()), (10, "a".into()), (10, "b".into()), (5, "z".into())];
+        let mut v: Vec<(u16, String)> = vec![
+            (20, "c".into()),
+            (10, "a".into()),
+            (10, "b".into()),
+            (5, "z".into()),
+        ];
         shuffle_equal_preferences(&mut v);
         let prefs: Vec<u16> = v.iter().map(|m| m.0).collect();
         assert_eq!(prefs, vec![5, 10, 10, 20]);

@@ -30,7 +30,10 @@ pub fn maxproc(cfg: &conf::Config, service: &str) -> usize {
     let path = std::path::Path::new(&cfg.config_directory).join("master.cf");
     let n = conf::mastercf::MasterCf::load(&path)
         .ok()
-        .and_then(|m| m.find(service, conf::mastercf::ServiceType::Unix).and_then(|s| s.maxproc))
+        .and_then(|m| {
+            m.find(service, conf::mastercf::ServiceType::Unix)
+                .and_then(|s| s.maxproc)
+        })
         .map(|n| n as usize)
         .unwrap_or_else(|| usize::try_from(cfg.default_process_limit).unwrap_or(UNLIMITED));
     if n == 0 { UNLIMITED } else { n.min(UNLIMITED) }
@@ -91,7 +94,12 @@ pub async fn run(
 }
 
 /// One qmgr connection: requests in, responses out.
-async fn serve(stream: UnixStream, agent: Arc<Agent>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    stream: UnixStream,
+    agent: Arc<Agent>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Response>();
     let writer = tokio::spawn(async move {
@@ -99,7 +107,10 @@ async fn serve(stream: UnixStream, agent: Arc<Agent>, slots: Arc<Semaphore>, mut
             let bytes = match deliver::encode(&resp) {
                 Ok(b) => b,
                 Err(e) => {
-                    log::error(&format!("cannot encode the response to request {}: {e}", resp.req));
+                    log::error(&format!(
+                        "cannot encode the response to request {}: {e}",
+                        resp.req
+                    ));
                     continue;
                 }
             };
@@ -131,7 +142,9 @@ async fn serve(stream: UnixStream, agent: Arc<Agent>, slots: Arc<Semaphore>, mut
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    log::warning(&format!("malformed request from qmgr: {e}; closing the connection"));
+                    log::warning(&format!(
+                        "malformed request from qmgr: {e}; closing the connection"
+                    ));
                     break 'read;
                 }
             }
@@ -151,4 +164,28 @@ async fn serve(stream: UnixStream, agent: Arc<Agent>, slots: Arc<Semaphore>, mut
     drop(rd);
     drop(tx);
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maxproc_comes_from_master_cf() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("master.cf"),
+            "smtp      unix  -       -       n       -       -       smtp\n\
+             relay     unix  -       -       n       -       0       smtp\n\
+             maildir   unix  -       -       n       -       3       smtp\n",
+        )
+        .unwrap();
+        let mut cfg = conf::Config::defaults();
+        cfg.config_directory = dir.path().display().to_string();
+        cfg.default_process_limit = 100;
+        assert_eq!(maxproc(&cfg, "maildir"), 3);
+        assert_eq!(maxproc(&cfg, "smtp"), 100);
+        assert_eq!(maxproc(&cfg, "relay"), UNLIMITED);
+        assert_eq!(maxproc(&cfg, "absent"), 100);
+    }
 }

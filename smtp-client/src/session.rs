@@ -73,7 +73,11 @@ fn fail_io(chat: &Chat, e: &ChatError, while_: &str) -> SetupError {
 /// `host NAME[ADDR] refused to talk to me: REPLY`; a 5xx reply is final
 /// unless `soften` (smtp_skip_5xx_greeting).
 fn refused(chat: &Chat, r: &Reply, soften: bool) -> SiteFailure {
-    let reason = format!("host {} refused to talk to me: {}", chat.peer.namaddr(), r.said_text());
+    let reason = format!(
+        "host {} refused to talk to me: {}",
+        chat.peer.namaddr(),
+        r.said_text()
+    );
     let mut o = Outcome::remote(&chat.peer, r, reason);
     let permanent = r.is_permanent() && !soften;
     if soften {
@@ -130,7 +134,10 @@ pub async fn establish(
         return Err(SetupError::Failed(f));
     }
     let esmtp = s.always_send_ehlo
-        || greeting.lines.first().is_some_and(|l| l.split_whitespace().any(|w| w.eq_ignore_ascii_case("ESMTP")));
+        || greeting.lines.first().is_some_and(|l| {
+            l.split_whitespace()
+                .any(|w| w.eq_ignore_ascii_case("ESMTP"))
+        });
     let mut ehlo = hello(&mut chat, setup, esmtp).await?;
     let offered = ehlo.as_ref().is_some_and(|e| e.has("STARTTLS"));
     if tls_info.is_none() && allow_tls && setup.level >= TlsLevel::May && offered {
@@ -157,7 +164,10 @@ pub async fn establish(
                 }
             }
             Err(e) if setup.level.required() => {
-                let o = Outcome::local("4.7.5", format!("TLS is required, but our TLS engine is unavailable: {e}"));
+                let o = Outcome::local(
+                    "4.7.5",
+                    format!("TLS is required, but our TLS engine is unavailable: {e}"),
+                );
                 let peer = chat.peer.clone();
                 chat.quit(t.quit).await;
                 return Err(SetupError::Failed(SiteFailure::at(&peer, o)));
@@ -171,7 +181,10 @@ pub async fn establish(
         if setup.level.required() {
             let o = Outcome::local(
                 "4.7.4",
-                format!("TLS is required, but was not offered by host {}", chat.peer.namaddr()),
+                format!(
+                    "TLS is required, but was not offered by host {}",
+                    chat.peer.namaddr()
+                ),
             );
             let peer = chat.peer.clone();
             chat.quit(t.quit).await;
@@ -181,7 +194,11 @@ pub async fn establish(
     if let (Some(c), Some(e)) = (&creds, &ehlo)
         && e.has("AUTH")
     {
-        login(&mut chat, setup, c, &e.auth_mechanisms(), tls_info.is_some()).await?;
+        let offered = e.auth_mechanisms();
+        if let Err(err) = login(&mut chat, setup, c, &offered, tls_info.is_some()).await {
+            chat.quit(t.quit).await;
+            return Err(err);
+        }
     }
     Ok(Session {
         chat,
@@ -194,7 +211,11 @@ pub async fn establish(
 
 /// EHLO, or HELO when EHLO is refused with anything but 421 (or when
 /// `esmtp` is false).
-async fn hello(chat: &mut Chat, setup: &Setup<'_>, esmtp: bool) -> Result<Option<Ehlo>, SetupError> {
+async fn hello(
+    chat: &mut Chat,
+    setup: &Setup<'_>,
+    esmtp: bool,
+) -> Result<Option<Ehlo>, SetupError> {
     let t = setup.settings.timeouts;
     let name = setup.settings.helo_name.clone();
     if esmtp {
@@ -223,13 +244,20 @@ async fn hello(chat: &mut Chat, setup: &Setup<'_>, esmtp: bool) -> Result<Option
 /// The TLS handshake on the session's socket, then the checks of the
 /// security level. `plain_ok`: a handshake failure may be retried without
 /// TLS.
-async fn start_tls(chat: &mut Chat, setup: &Setup<'_>, plain_ok: bool) -> Result<TlsInfo, SetupError> {
+async fn start_tls(
+    chat: &mut Chat,
+    setup: &Setup<'_>,
+    plain_ok: bool,
+) -> Result<TlsInfo, SetupError> {
     let s = setup.settings;
     let peer = chat.peer.clone();
     let ctx = setup.tls.context(setup.level).map_err(|e| {
         SetupError::Failed(SiteFailure::at(
             &peer,
-            Outcome::local("4.7.5", format!("TLS is required, but our TLS engine is unavailable: {e}")),
+            Outcome::local(
+                "4.7.5",
+                format!("TLS is required, but our TLS engine is unavailable: {e}"),
+            ),
         ))
     })?;
     if chat.has_unread() {
@@ -242,7 +270,10 @@ async fn start_tls(chat: &mut Chat, setup: &Setup<'_>, plain_ok: bool) -> Result
     let Stream::Plain(tcp) = std::mem::replace(&mut chat.stream, Stream::Closed) else {
         return Err(SetupError::Failed(SiteFailure::at(
             &peer,
-            Outcome::local("4.7.5", "Cannot start TLS: the session is already encrypted"),
+            Outcome::local(
+                "4.7.5",
+                "Cannot start TLS: the session is already encrypted",
+            ),
         )));
     };
     let sni = tls::sni(&s.tls, &peer.name, setup.nexthop_host);
@@ -250,8 +281,15 @@ async fn start_tls(chat: &mut Chat, setup: &Setup<'_>, plain_ok: bool) -> Result
         Ok(st) => st,
         Err(e) => {
             log::info(&format!("SSL_connect error to {}: {e}", peer.namaddrport()));
-            let f = SiteFailure::at(&peer, Outcome::local("4.7.5", "Cannot start TLS: handshake failure"));
-            return Err(if plain_ok { SetupError::RetryPlain(f) } else { SetupError::Failed(f) });
+            let f = SiteFailure::at(
+                &peer,
+                Outcome::local("4.7.5", "Cannot start TLS: handshake failure"),
+            );
+            return Err(if plain_ok {
+                SetupError::RetryPlain(f)
+            } else {
+                SetupError::Failed(f)
+            });
         }
     };
     let patterns = tls::match_patterns(&s.tls, setup.level, &peer.name, setup.nexthop_host);
@@ -266,7 +304,10 @@ async fn start_tls(chat: &mut Chat, setup: &Setup<'_>, plain_ok: bool) -> Result
             peer.namaddrport(),
             info.problem.as_deref().unwrap_or("not verified")
         ));
-        let f = SiteFailure::at(&peer, Outcome::local("4.7.5", "Server certificate not verified"));
+        let f = SiteFailure::at(
+            &peer,
+            Outcome::local("4.7.5", "Server certificate not verified"),
+        );
         let c = std::mem::replace(chat, Chat::new(Stream::Closed, peer));
         c.quit(s.timeouts.quit).await;
         return Err(SetupError::Failed(f));
@@ -285,18 +326,23 @@ async fn login(
     tls_active: bool,
 ) -> Result<(), SetupError> {
     let s = setup.settings;
-    let mech = auth::choose(offered, &s.sasl, tls_active, setup.tokens.is_some()).map_err(|why| {
-        SetupError::Failed(SiteFailure::at(
-            &chat.peer,
-            auth::no_mechanism_outcome(why, &chat.peer.namaddr()),
-        ))
-    })?;
+    let mech =
+        auth::choose(offered, &s.sasl, tls_active, setup.tokens.is_some()).map_err(|why| {
+            SetupError::Failed(SiteFailure::at(
+                &chat.peer,
+                auth::no_mechanism_outcome(why, &chat.peer.namaddr()),
+            ))
+        })?;
     match auth::authenticate(chat, mech, creds, setup.tokens, s.timeouts.helo).await {
         Ok(()) => Ok(()),
         Err(f) => {
             let permanent = f.permanent;
             let site = SiteFailure::at(&chat.peer, f.outcome);
-            Err(SetupError::Failed(if permanent { site.final_() } else { site }))
+            Err(SetupError::Failed(if permanent {
+                site.final_()
+            } else {
+                site
+            }))
         }
     }
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_openssl::SslStream;
 
@@ -44,8 +44,12 @@ impl DnsServer {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else { return };
-                let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
                 let resp = answer(&q, &records);
                 let _ = sock.send_to(&resp.to_vec().unwrap(), from).await;
             }
@@ -59,9 +63,15 @@ fn answer(q: &Message, records: &[(String, String, String)]) -> Message {
     m.metadata.recursion_desired = q.metadata.recursion_desired;
     m.metadata.recursion_available = true;
     m.metadata.authoritative = true;
-    let Some(query) = q.queries.first() else { return m };
+    let Some(query) = q.queries.first() else {
+        return m;
+    };
     m.add_query(query.clone());
-    let qname = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    let qname = query
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let mine: Vec<&(String, String, String)> = records.iter().filter(|r| r.0 == qname).collect();
     if mine.is_empty() {
         m.metadata.response_code = ResponseCode::NXDomain;
@@ -75,7 +85,10 @@ fn answer(q: &Message, records: &[(String, String, String)]) -> Message {
         let rdata = match (t.as_str(), query.query_type()) {
             ("MX", RecordType::MX) => {
                 let (p, h) = v.split_once(' ').unwrap();
-                RData::MX(MX::new(p.parse().unwrap(), Name::from_ascii(format!("{h}.")).unwrap()))
+                RData::MX(MX::new(
+                    p.parse().unwrap(),
+                    Name::from_ascii(format!("{h}.")).unwrap(),
+                ))
             }
             ("A", RecordType::A) => RData::A(A(v.parse().unwrap())),
             ("AAAA", RecordType::AAAA) => RData::AAAA(AAAA(v.parse().unwrap())),
@@ -100,18 +113,28 @@ fn key() -> PKey<Private> {
     PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
 }
 
-fn cert(cn: &str, names: &[&str], key: &PKey<Private>, issuer: Option<(&X509, &PKey<Private>)>) -> X509 {
+fn cert(
+    cn: &str,
+    names: &[&str],
+    key: &PKey<Private>,
+    issuer: Option<(&X509, &PKey<Private>)>,
+) -> X509 {
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
     let name = name.build();
     let mut b = X509::builder().unwrap();
     b.set_version(2).unwrap();
-    let serial = BigNum::from_u32(std::process::id() ^ 0x5eed).unwrap().to_asn1_integer().unwrap();
+    let serial = BigNum::from_u32(std::process::id() ^ 0x5eed)
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
     b.set_serial_number(&serial).unwrap();
     b.set_subject_name(&name).unwrap();
     b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
     match issuer {
         Some((ca, ca_key)) => {
             b.set_issuer_name(ca.subject_name()).unwrap();
@@ -127,8 +150,10 @@ fn cert(cn: &str, names: &[&str], key: &PKey<Private>, issuer: Option<(&X509, &P
         }
         None => {
             b.set_issuer_name(&name).unwrap();
-            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
-            b.append_extension(KeyUsage::new().key_cert_sign().crl_sign().build().unwrap()).unwrap();
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                .unwrap();
+            b.append_extension(KeyUsage::new().key_cert_sign().crl_sign().build().unwrap())
+                .unwrap();
             b.sign(key, MessageDigest::sha256()).unwrap();
         }
     }
@@ -168,7 +193,11 @@ pub struct FakeConn {
 impl FakeConn {
     /// Sends one reply line (CRLF added).
     pub async fn say(&mut self, line: &str) {
-        let _ = self.io.get_mut().write_all(format!("{line}\r\n").as_bytes()).await;
+        let _ = self
+            .io
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await;
         let _ = self.io.get_mut().flush().await;
     }
 
@@ -185,7 +214,8 @@ impl FakeConn {
     pub async fn expect(&mut self, prefix: &str) -> String {
         let l = self.line().await;
         assert!(
-            l.to_ascii_uppercase().starts_with(&prefix.to_ascii_uppercase()),
+            l.to_ascii_uppercase()
+                .starts_with(&prefix.to_ascii_uppercase()),
             "expected {prefix:?}, client sent {l:?}"
         );
         l
@@ -208,9 +238,14 @@ impl FakeConn {
     /// Performs the server side of the TLS handshake after `220` to
     /// STARTTLS (or at connect, for wrapper mode).
     pub async fn starttls(&mut self, acceptor: &SslAcceptor) -> bool {
-        assert!(self.io.buffer().is_empty(), "client pipelined data after STARTTLS");
+        assert!(
+            self.io.buffer().is_empty(),
+            "client pipelined data after STARTTLS"
+        );
         let inner = std::mem::replace(self.io.get_mut(), Stream::Closed);
-        let Stream::Plain(tcp) = inner else { panic!("already TLS") };
+        let Stream::Plain(tcp) = inner else {
+            panic!("already TLS")
+        };
         let ssl = Ssl::new(acceptor.context()).unwrap();
         let mut s = SslStream::new(ssl, tcp).unwrap();
         let ok = Pin::new(&mut s).accept().await.is_ok();
@@ -226,7 +261,8 @@ impl FakeConn {
     /// True when the client sends nothing more within 200 ms (it waits
     /// for a reply instead of pipelining).
     pub async fn quiet(&mut self) -> bool {
-        let wait = tokio::time::timeout(std::time::Duration::from_millis(200), self.io.fill_buf()).await;
+        let wait =
+            tokio::time::timeout(std::time::Duration::from_millis(200), self.io.fill_buf()).await;
         !matches!(wait, Ok(Ok(b)) if !b.is_empty())
     }
 
@@ -234,7 +270,8 @@ impl FakeConn {
     pub async fn quit(mut self) {
         let l = self.line().await;
         if l.eq_ignore_ascii_case("QUIT") {
-            self.say("221 2.0.0 Service closing transmission channel").await;
+            self.say("221 2.0.0 Service closing transmission channel")
+                .await;
         }
     }
 }
@@ -251,7 +288,8 @@ pub struct FakeServer {
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
-type Script = Arc<dyn Fn(FakeConn, usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type Script =
+    Arc<dyn Fn(FakeConn, usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 impl FakeServer {
     /// Listens on `bind` (e.g. `127.0.0.1:0`) and runs `script` per connection.
@@ -269,7 +307,9 @@ impl FakeServer {
         let (count, lg, ts) = (connections.clone(), log.clone(), tasks.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = l.accept().await else { return };
+                let Ok((tcp, _)) = l.accept().await else {
+                    return;
+                };
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 let conn = FakeConn {
                     io: BufReader::new(Stream::Plain(tcp)),
@@ -278,7 +318,12 @@ impl FakeServer {
                 ts.lock().unwrap().push(tokio::spawn(script(conn, n)));
             }
         });
-        FakeServer { addr, connections, log, tasks }
+        FakeServer {
+            addr,
+            connections,
+            log,
+            tasks,
+        }
     }
 
     /// Waits for every connection's script to end and re-raises the first
@@ -320,7 +365,8 @@ pub const EHLO_PRE_TLS: &[&str] = &[
 impl FakeConn {
     /// Greets and answers EHLO with `lines`.
     pub async fn greet_ehlo(&mut self, lines: &[&str]) {
-        self.say("220 fake.outlook.test Microsoft ESMTP MAIL Service ready").await;
+        self.say("220 fake.outlook.test Microsoft ESMTP MAIL Service ready")
+            .await;
         self.expect("EHLO ").await;
         for l in lines {
             self.say(l).await;

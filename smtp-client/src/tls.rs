@@ -11,7 +11,9 @@
 use crate::settings::{TlsLevel, TlsSettings};
 use conf::tls::{ProtocolRange, TlsVersion};
 use openssl::nid::Nid;
-use openssl::ssl::{Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslVerifyMode, SslVersion};
+use openssl::ssl::{
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslVerifyMode, SslVersion,
+};
 use openssl::x509::{X509Ref, X509VerifyResult};
 use std::path::Path;
 use std::pin::Pin;
@@ -103,11 +105,18 @@ fn build(t: &TlsSettings, protocols: ProtocolRange, grade: &str) -> Result<SslCo
     if !t.cert_file.is_empty() {
         b.set_certificate_chain_file(&t.cert_file)
             .map_err(|e| format!("cannot load smtp_tls_cert_file = {}: {e}", t.cert_file))?;
-        let key = if t.key_file.is_empty() { &t.cert_file } else { &t.key_file };
+        let key = if t.key_file.is_empty() {
+            &t.cert_file
+        } else {
+            &t.key_file
+        };
         b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
             .map_err(|e| format!("cannot load smtp_tls_key_file = {key}: {e}"))?;
         b.check_private_key().map_err(|e| {
-            format!("smtp_tls_key_file = {key} does not belong to smtp_tls_cert_file = {}: {e}", t.cert_file)
+            format!(
+                "smtp_tls_key_file = {key} does not belong to smtp_tls_cert_file = {}: {e}",
+                t.cert_file
+            )
         })?;
     }
     // Verification never stops the handshake: the result is read and
@@ -143,7 +152,11 @@ impl TlsEngine {
     /// # Errors
     /// Why the context could not be built.
     pub fn context(&self, level: TlsLevel) -> Result<&SslContext, &str> {
-        let c = if level.required() { &self.mandatory } else { &self.may };
+        let c = if level.required() {
+            &self.mandatory
+        } else {
+            &self.may
+        };
         c.as_ref().map_err(String::as_str)
     }
 }
@@ -244,7 +257,9 @@ pub fn cert_names(cert: &X509Ref) -> Vec<String> {
 
 /// True when one of `names` matches one of `patterns`.
 pub fn matches(names: &[String], patterns: &[String]) -> bool {
-    names.iter().any(|n| patterns.iter().any(|p| name_matches(n, p)))
+    names
+        .iter()
+        .any(|n| patterns.iter().any(|p| name_matches(n, p)))
 }
 
 /// Evaluates a finished handshake: protocol, cipher, and the certificate
@@ -258,7 +273,10 @@ pub fn evaluate(s: &SslStream<TcpStream>, level: TlsLevel, patterns: &[String]) 
     let cert = ssl.peer_certificate();
     let result = ssl.verify_result();
     let (trust, problem) = match &cert {
-        None => (Trust::Untrusted, Some("the server presented no certificate".to_string())),
+        None => (
+            Trust::Untrusted,
+            Some("the server presented no certificate".to_string()),
+        ),
         Some(_) if result != X509VerifyResult::OK => (
             Trust::Untrusted,
             Some(format!("untrusted certificate: {}", result.error_string())),
@@ -302,7 +320,10 @@ pub fn summary(namaddrport: &str, i: &TlsInfo, reused: bool) -> String {
     format!(
         "{trust} TLS connection {} to {namaddrport}: {} with cipher {} ({}/{} bits)",
         if reused { "reused" } else { "established" },
-        i.protocol, i.cipher, i.bits, i.alg_bits
+        i.protocol,
+        i.cipher,
+        i.bits,
+        i.alg_bits
     )
 }
 
@@ -313,21 +334,39 @@ mod tests {
     #[test]
     fn name_matching() {
         let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(matches(&p(&["smtp.office365.com"]), &p(&["smtp.office365.com"])));
-        assert!(matches(&p(&["*.office365.com"]), &p(&["smtp.office365.com"])));
-        assert!(!matches(&p(&["*.office365.com"]), &p(&["a.b.office365.com"])));
+        assert!(matches(
+            &p(&["smtp.office365.com"]),
+            &p(&["smtp.office365.com"])
+        ));
+        assert!(matches(
+            &p(&["*.office365.com"]),
+            &p(&["smtp.office365.com"])
+        ));
+        assert!(!matches(
+            &p(&["*.office365.com"]),
+            &p(&["a.b.office365.com"])
+        ));
         assert!(!matches(&p(&["*.office365.com"]), &p(&["office365.com"])));
-        assert!(matches(&p(&["mx1.example.com"]), &p(&["example.com", ".example.com"])));
+        assert!(matches(
+            &p(&["mx1.example.com"]),
+            &p(&["example.com", ".example.com"])
+        ));
         assert!(!matches(&p(&["example.com.evil"]), &p(&[".example.com"])));
         assert!(matches(&p(&["*.example.com"]), &p(&[".example.com"])));
-        assert!(!matches(&p(&["other.test"]), &p(&["example.com", ".example.com"])));
+        assert!(!matches(
+            &p(&["other.test"]),
+            &p(&["example.com", ".example.com"])
+        ));
     }
 
     #[test]
     fn patterns_and_sni() {
         let (s, _) = crate::settings::Settings::from_config(&conf::Config::defaults());
         let t = &s.tls;
-        assert_eq!(match_patterns(t, TlsLevel::Verify, "MX.example.com", "example.com"), vec!["mx.example.com"]);
+        assert_eq!(
+            match_patterns(t, TlsLevel::Verify, "MX.example.com", "example.com"),
+            vec!["mx.example.com"]
+        );
         assert_eq!(
             match_patterns(t, TlsLevel::Secure, "mx.example.com", "Example.com"),
             vec!["example.com", ".example.com"]
@@ -335,10 +374,16 @@ mod tests {
         assert_eq!(sni(t, "mx", "example.com"), None);
         let mut t2 = t.clone();
         t2.servername = "hostname".into();
-        assert_eq!(sni(&t2, "mx.example.com", "example.com").as_deref(), Some("mx.example.com"));
+        assert_eq!(
+            sni(&t2, "mx.example.com", "example.com").as_deref(),
+            Some("mx.example.com")
+        );
         assert_eq!(sni(&t2, "192.0.2.1", "x"), None);
         t2.servername = "nexthop".into();
-        assert_eq!(sni(&t2, "mx.example.com", "example.com").as_deref(), Some("example.com"));
+        assert_eq!(
+            sni(&t2, "mx.example.com", "example.com").as_deref(),
+            Some("example.com")
+        );
         t2.servername = "smtp.office365.com".into();
         assert_eq!(sni(&t2, "a", "b").as_deref(), Some("smtp.office365.com"));
     }
@@ -350,7 +395,10 @@ mod tests {
         let e = TlsEngine::new(&s.tls);
         let p = e.problems();
         assert_eq!(p.len(), 2);
-        assert!(p[0].contains("cannot load smtp_tls_cert_file = /nonexistent/postern-client.pem"), "{p:?}");
+        assert!(
+            p[0].contains("cannot load smtp_tls_cert_file = /nonexistent/postern-client.pem"),
+            "{p:?}"
+        );
         assert!(e.context(TlsLevel::May).is_err());
     }
 }

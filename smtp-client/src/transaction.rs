@@ -118,7 +118,10 @@ pub fn rcpt_command(s: &Session, r: &RcptRequest) -> Command {
         }
         if let Some(o) = r.orcpt.as_deref().filter(|o| !o.is_empty()) {
             let (kind, addr) = o.split_once(';').unwrap_or(("rfc822", o));
-            params.push(("ORCPT".into(), Some(format!("{kind};{}", xtext_encode(addr)))));
+            params.push((
+                "ORCPT".into(),
+                Some(format!("{kind};{}", xtext_encode(addr))),
+            ));
         }
     }
     Command::Rcpt {
@@ -149,7 +152,11 @@ impl LineBreaker {
                 self.broke = true;
             }
             out.push(b);
-            self.column = if b == b'\r' || b == b'\n' { 0 } else { self.column + 1 };
+            self.column = if b == b'\r' || b == b'\n' {
+                0
+            } else {
+                self.column + 1
+            };
         }
     }
 }
@@ -171,7 +178,11 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
                 peer.namaddr()
             ),
         );
-        return TxResult { outcomes: all(o), after: After::Clean, dead_on_arrival: false };
+        return TxResult {
+            outcomes: all(o),
+            after: After::Clean,
+            dead_on_arrival: false,
+        };
     }
     if job.smtputf8 && !s.has("SMTPUTF8") && needs_utf8(job) {
         let o = Outcome::local(
@@ -181,11 +192,19 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
                 peer.namaddr()
             ),
         );
-        return TxResult { outcomes: all(o), after: After::Clean, dead_on_arrival: false };
+        return TxResult {
+            outcomes: all(o),
+            after: After::Clean,
+            dead_on_arrival: false,
+        };
     }
     let pipelining = s.has("PIPELINING");
     let mail = mail_command(s, job).to_wire();
-    let rcpts: Vec<Vec<u8>> = job.recipients.iter().map(|r| rcpt_command(s, r).to_wire()).collect();
+    let rcpts: Vec<Vec<u8>> = job
+        .recipients
+        .iter()
+        .map(|r| rcpt_command(s, r).to_wire())
+        .collect();
     let chat = &mut s.chat;
     let broken = |chat: &Chat, e: &ChatError, while_: &str, dead: bool| TxResult {
         outcomes: all(chat.failure(e, while_)),
@@ -208,31 +227,58 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
         Ok(r) => r,
         Err(e) => return broken(chat, &e, "sending MAIL FROM", true),
     };
-    if mail_reply.code == 421 && s.uses > 0 {
-        // A cached session the server had given up on.
-        let chat = &s.chat;
+    if mail_reply.code == 421 {
+        // The server is closing the session; on a cached session it had
+        // given up on the session while it was idle.
         return TxResult {
-            outcomes: all(Outcome::rejected(&chat.peer, &mail_reply, "MAIL FROM command")),
+            outcomes: all(Outcome::rejected(&peer, &mail_reply, "MAIL FROM command")),
             after: After::Broken,
-            dead_on_arrival: true,
+            dead_on_arrival: s.uses > 0,
         };
     }
     let chat = &mut s.chat;
-    let mail_failed =
-        (!mail_reply.is_positive()).then(|| Outcome::rejected(&peer, &mail_reply, "MAIL FROM command"));
+    let mail_failed = (!mail_reply.is_positive())
+        .then(|| Outcome::rejected(&peer, &mail_reply, "MAIL FROM command"));
 
-    // RCPT TO.
+    // RCPT TO. From here on an I/O failure keeps the replies already
+    // received (a refused MAIL FROM applies to everybody).
+    let lost = |chat: &Chat, outcomes: Vec<Option<Outcome>>, e: &ChatError, while_: &str| {
+        match &mail_failed {
+            Some(o) => TxResult {
+                outcomes: all(o.clone()),
+                after: After::Broken,
+                dead_on_arrival: false,
+            },
+            None => fail_rest(chat, outcomes, e, while_),
+        }
+    };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     let mut accepted = 0usize;
     if pipelining || mail_failed.is_none() {
         for (i, cmd) in rcpts.iter().enumerate() {
             if !pipelining && let Err(e) = chat.send(cmd, t.rcpt).await {
-                return broken(chat, &e, "sending RCPT TO", false);
+                return lost(chat, outcomes, &e, "sending RCPT TO");
             }
             let r = match chat.reply(t.rcpt).await {
                 Ok(r) => r,
-                Err(e) => return broken(chat, &e, "sending RCPT TO", false),
+                Err(e) => return lost(chat, outcomes, &e, "sending RCPT TO"),
             };
+            if r.code == 421 {
+                // The server closes the session: every recipient not yet
+                // answered gets this reply.
+                let o = mail_failed
+                    .clone()
+                    .unwrap_or_else(|| Outcome::rejected(&peer, &r, "RCPT TO command"));
+                let outcomes = outcomes
+                    .into_iter()
+                    .map(|x| x.unwrap_or_else(|| o.clone()))
+                    .collect();
+                return TxResult {
+                    outcomes,
+                    after: After::Broken,
+                    dead_on_arrival: false,
+                };
+            }
             if mail_failed.is_some() {
                 continue;
             }
@@ -252,12 +298,12 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
     let data_reply: Option<Reply> = if pipelining {
         match chat.reply(t.data_init).await {
             Ok(r) => Some(r),
-            Err(e) => return broken(chat, &e, "sending DATA command", false),
+            Err(e) => return lost(chat, outcomes, &e, "sending DATA command"),
         }
     } else if go {
         match chat.command(&Command::Data, t.data_init).await {
             Ok(r) => Some(r),
-            Err(e) => return broken(chat, &e, "sending DATA command", false),
+            Err(e) => return lost(chat, outcomes, &e, "sending DATA command"),
         }
     } else {
         None
@@ -265,9 +311,17 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
     let finish = |outcomes: Vec<Option<Outcome>>, after: After| {
         let outcomes = outcomes
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::local("4.3.0", "mail transaction ended without a result")))
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Outcome::local("4.3.0", "mail transaction ended without a result")
+                })
+            })
             .collect();
-        TxResult { outcomes, after, dead_on_arrival: false }
+        TxResult {
+            outcomes,
+            after,
+            dead_on_arrival: false,
+        }
     };
     let Some(data_reply) = data_reply else {
         return finish(outcomes, After::NeedsRset);
@@ -279,7 +333,12 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
                 *slot = Some(o.clone());
             }
         }
-        return finish(outcomes, After::NeedsRset);
+        let after = if data_reply.code == 421 {
+            After::Broken
+        } else {
+            After::NeedsRset
+        };
+        return finish(outcomes, after);
     }
     if !go {
         // The server accepted DATA although no recipient was accepted:
@@ -297,7 +356,11 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
     }
 
     // The content.
-    let mut breaker = LineBreaker { limit: settings.line_length_limit, column: 0, broke: false };
+    let mut breaker = LineBreaker {
+        limit: settings.line_length_limit,
+        column: 0,
+        broke: false,
+    };
     let mut stuffer = DotStuffer::new();
     let mut broken_lines = Vec::with_capacity(70_000);
     let mut wire = Vec::with_capacity(80_000);
@@ -335,7 +398,13 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
     let (o, after) = if end.is_positive() {
         (Outcome::sent(&peer, &end), After::Clean)
     } else {
-        (Outcome::rejected(&peer, &end, "end of DATA command"), After::NeedsRset)
+        // After 421 the server closes the session.
+        let after = if end.code == 421 {
+            After::Broken
+        } else {
+            After::NeedsRset
+        };
+        (Outcome::rejected(&peer, &end, "end of DATA command"), after)
     };
     for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
         *slot = Some(o.clone());
@@ -348,7 +417,10 @@ pub async fn run(s: &mut Session, settings: &Settings, job: &Job<'_>) -> TxResul
 fn fail_rest(chat: &Chat, outcomes: Vec<Option<Outcome>>, e: &ChatError, while_: &str) -> TxResult {
     let f = chat.failure(e, while_);
     TxResult {
-        outcomes: outcomes.into_iter().map(|o| o.unwrap_or_else(|| f.clone())).collect(),
+        outcomes: outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| f.clone()))
+            .collect(),
         after: After::Broken,
         dead_on_arrival: false,
     }
@@ -367,7 +439,11 @@ mod tests {
     use super::*;
 
     fn breaks(limit: usize, input: &[u8], cuts: &[usize]) -> Vec<u8> {
-        let mut b = LineBreaker { limit, column: 0, broke: false };
+        let mut b = LineBreaker {
+            limit,
+            column: 0,
+            broke: false,
+        };
         let mut out = Vec::new();
         let mut prev = 0;
         for &c in cuts.iter().chain([input.len()].iter()) {
@@ -379,8 +455,14 @@ mod tests {
 
     #[test]
     fn long_lines_are_broken_with_crlf_space() {
-        assert_eq!(breaks(4, b"abcd\r\nabcdefghij\r\n", &[]), b"abcd\r\nabcd\r\n efg\r\n hij\r\n");
-        assert_eq!(breaks(4, b"abcdefghij\r\n", &[3, 4, 5]), b"abcd\r\n efg\r\n hij\r\n");
+        assert_eq!(
+            breaks(4, b"abcd\r\nabcdefghij\r\n", &[]),
+            b"abcd\r\nabcd\r\n efg\r\n hij\r\n"
+        );
+        assert_eq!(
+            breaks(4, b"abcdefghij\r\n", &[3, 4, 5]),
+            b"abcd\r\n efg\r\n hij\r\n"
+        );
         assert_eq!(breaks(0, b"abcdefghij", &[]), b"abcdefghij");
         assert_eq!(breaks(4, b"abcd", &[]), b"abcd");
     }
@@ -388,7 +470,13 @@ mod tests {
     #[test]
     fn paths_are_quoted_for_the_wire() {
         assert_eq!(wire_path("").to_string(), "<>");
-        assert_eq!(wire_path("bob@example.com").to_string(), "<bob@example.com>");
-        assert_eq!(wire_path("john doe@example.com").to_string(), "<\"john doe\"@example.com>");
+        assert_eq!(
+            wire_path("bob@example.com").to_string(),
+            "<bob@example.com>"
+        );
+        assert_eq!(
+            wire_path("john doe@example.com").to_string(),
+            "<\"john doe\"@example.com>"
+        );
     }
 }

@@ -116,7 +116,13 @@ impl TestCa {
         let name = subject("postern test CA")?;
         let mut b = builder(&name, &name, &key, 1, -1, 3650)?;
         b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
         let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
         b.append_extension(ski)?;
         b.sign(&key, MessageDigest::sha256())?;
@@ -408,7 +414,10 @@ mod tests {
     fn issued_verifies_and_self_signed_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::create(dir.path()).unwrap();
-        assert_eq!(verify(pki.ca.cert(), &pki.server.cert), X509VerifyResult::OK);
+        assert_eq!(
+            verify(pki.ca.cert(), &pki.server.cert),
+            X509VerifyResult::OK
+        );
         assert_ne!(
             verify(pki.ca.cert(), &pki.untrusted().unwrap().cert),
             X509VerifyResult::OK

@@ -69,6 +69,28 @@ impl TestClient {
         })
     }
 
+    /// Connects with TLS from the first byte (implicit TLS), verifying
+    /// `server_name`; no greeting read yet.
+    ///
+    /// # Errors
+    /// The connection or the handshake fails.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        connector: &SslConnector,
+        server_name: &str,
+    ) -> Result<TestClient> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
+        let ssl: Ssl = connector.configure()?.into_ssl(server_name)?;
+        let mut s = SslStream::new(ssl, tcp)?;
+        Pin::new(&mut s).connect().await.context("TLS handshake")?;
+        Ok(TestClient {
+            stream: Stream::Tls(Box::new(s)),
+            parser: ReplyParser::new(),
+        })
+    }
+
     /// Connects and reads the greeting.
     ///
     /// # Errors
@@ -152,7 +174,11 @@ impl TestClient {
     ///
     /// # Errors
     /// Not `220`, or the handshake fails.
-    pub async fn starttls_with(&mut self, connector: &SslConnector, server_name: &str) -> Result<()> {
+    pub async fn starttls_with(
+        &mut self,
+        connector: &SslConnector,
+        server_name: &str,
+    ) -> Result<()> {
         let r = self.cmd("STARTTLS").await?;
         if r.code != 220 {
             bail!("STARTTLS refused: {}", r.one_line());
@@ -162,10 +188,7 @@ impl TestClient {
         };
         let ssl: Ssl = connector.configure()?.into_ssl(server_name)?;
         let mut s = SslStream::new(ssl, tcp)?;
-        Pin::new(&mut s)
-            .connect()
-            .await
-            .context("TLS handshake")?;
+        Pin::new(&mut s).connect().await.context("TLS handshake")?;
         self.stream = Stream::Tls(Box::new(s));
         self.parser = ReplyParser::new();
         Ok(())

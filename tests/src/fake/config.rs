@@ -194,7 +194,8 @@ impl FakeConfig {
     /// never offers it).
     pub fn offer_plain(mut self) -> FakeConfig {
         if !self.auth_mechanisms.iter().any(|m| m == "PLAIN") {
-            self.auth_mechanisms.insert(1.min(self.auth_mechanisms.len()), "PLAIN".into());
+            self.auth_mechanisms
+                .insert(1.min(self.auth_mechanisms.len()), "PLAIN".into());
         }
         self
     }

@@ -1,14 +1,14 @@
 //! The listening socket: accept loop, and stopping and starting on the same
 //! port.
 //!
-//! Stopping keeps the socket bound: `shutdown(SHUT_RD)` on a listening TCP
-//! socket (Linux) drops the backlog and leaves it bound but not listening,
-//! so connections are refused and no other socket can take the port;
-//! `listen()` on it again resumes. Where that fails the socket is closed
-//! and the port bound again on start.
+//! Stopping closes the listener and binds a placeholder socket to the same
+//! port without listening (both with `SO_REUSEADDR`): connections are
+//! refused, and no other socket (e.g. an outgoing connection's ephemeral
+//! port) can take the port meanwhile. Starting binds a new listener beside
+//! the placeholder, then drops the placeholder.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -28,8 +28,11 @@ pub(crate) enum Listening {
         stop: oneshot::Sender<()>,
         back: std_mpsc::Receiver<std::net::TcpListener>,
     },
-    /// Not accepting; the socket if it is still bound.
-    No(Option<std::net::TcpListener>),
+    /// Not accepting; the placeholder that keeps the port reserved.
+    No {
+        /// Kept only to hold the port.
+        _placeholder: Option<OwnedFd>,
+    },
 }
 
 /// Starts accepting on `sock` (bound, listening, non-blocking).
@@ -53,7 +56,11 @@ async fn accept_loop(
         tokio::select! {
             _ = &mut stop => break,
             r = listener.accept() => {
-                let Ok((tcp, peer)) = r else { continue };
+                let Ok((tcp, peer)) = r else {
+                    // EMFILE and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 let id = shared.session_opened(peer);
                 let h = rt.spawn(session::run(shared.clone(), tcp, peer, id));
                 shared.add_task(id, h.abort_handle());
@@ -73,8 +80,8 @@ pub(crate) fn bind(port: u16) -> Result<std::net::TcpListener> {
     Ok(sock)
 }
 
-/// Stops accepting; `Listening::No` afterwards.
-pub(crate) fn stop(state: Listening) -> Result<Listening> {
+/// Stops accepting; `Listening::No` (holding the placeholder) afterwards.
+pub(crate) fn stop(state: Listening, port: u16) -> Result<Listening> {
     let Listening::Yes { stop, back } = state else {
         return Ok(state);
     };
@@ -82,19 +89,31 @@ pub(crate) fn stop(state: Listening) -> Result<Listening> {
     let sock = back
         .recv_timeout(Duration::from_secs(10))
         .context("the fake's accept loop did not stop")?;
-    // SAFETY: shutdown(2) on a descriptor we own; no memory involved.
-    let r = unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RD) };
-    Ok(Listening::No((r == 0).then_some(sock)))
+    drop(sock);
+    Ok(Listening::No {
+        _placeholder: placeholder(port).ok(),
+    })
 }
 
-/// Makes a stopped socket listen again, or binds `port` anew.
-pub(crate) fn reopen(sock: Option<std::net::TcpListener>, port: u16) -> Result<std::net::TcpListener> {
-    if let Some(sock) = sock {
-        // SAFETY: listen(2) on a descriptor we own.
-        if unsafe { libc::listen(sock.as_raw_fd(), 1024) } == 0 {
-            return Ok(sock);
-        }
-    }
+/// A socket bound to 127.0.0.1:`port` that does not listen.
+fn placeholder(port: u16) -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))?;
+    Ok(fd)
+}
+
+/// Binds a new listener on `port` (beside the placeholder, which the
+/// caller drops afterwards).
+pub(crate) fn reopen(port: u16) -> Result<std::net::TcpListener> {
     let sock = bind(port)?;
     if sock.local_addr()?.port() != port {
         bail!("rebound to another port");

@@ -130,6 +130,12 @@ impl FakeSmartHost {
         format!("[127.0.0.1]:{}", self.port)
     }
 
+    /// `[localhost]:<port>`: the name the test server certificate is
+    /// valid for, so clients can verify it.
+    pub fn relayhost_name(&self) -> String {
+        format!("[localhost]:{}", self.port)
+    }
+
     /// The server name in its replies.
     pub fn hostname(&self) -> &str {
         &self.shared.cfg.hostname
@@ -163,8 +169,8 @@ impl FakeSmartHost {
     /// The accept loop did not stop.
     pub fn stop_listening(&self) -> Result<()> {
         let mut g = self.listening();
-        let state = std::mem::replace(&mut *g, Listening::No(None));
-        *g = listener::stop(state)?;
+        let state = std::mem::replace(&mut *g, Listening::No { _placeholder: None });
+        *g = listener::stop(state, self.port)?;
         Ok(())
     }
 
@@ -174,11 +180,12 @@ impl FakeSmartHost {
     /// The port could not be bound again.
     pub fn start(&self) -> Result<()> {
         let mut g = self.listening();
-        let Listening::No(sock) = std::mem::replace(&mut *g, Listening::No(None)) else {
+        if matches!(*g, Listening::Yes { .. }) {
             return Ok(());
-        };
-        let sock = listener::reopen(sock, self.port)
+        }
+        let sock = listener::reopen(self.port)
             .with_context(|| format!("restart the fake smart host on port {}", self.port))?;
+        // Dropping the old state closes the placeholder.
         *g = listener::start(&self.rt, self.shared.clone(), sock);
         Ok(())
     }
@@ -204,6 +211,14 @@ impl FakeSmartHost {
         });
     }
 
+    /// Uses `action` at every RCPT TO for `address` (case-insensitive),
+    /// e.g. `Action::text("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found")`.
+    pub fn on_rcpt(&self, address: &str, action: Action) {
+        self.shared.update(|g| {
+            g.rcpt_actions.insert(address.to_ascii_lowercase(), action);
+        });
+    }
+
     /// Consults `hook` for every event not settled by [`script`](Self::script)
     /// or [`always`](Self::always), e.g. to refuse one recipient:
     /// `fake.set_hook(|e| (e.rcpt.as_deref() == Some("x@y")).then(|| Action::text("550 5.1.1 no")))`.
@@ -217,6 +232,7 @@ impl FakeSmartHost {
         self.shared.update(|g| {
             g.scripts.clear();
             g.always.clear();
+            g.rcpt_actions.clear();
             g.hook = None;
         });
     }

@@ -208,7 +208,7 @@ pub fn invalid_arguments() -> Reply {
     Reply::new(501, e(5, 5, 4), "Invalid arguments")
 }
 
-/// `503 5.5.2 <text>` (bad sequence; texts are guesses, §7 [U]).
+/// `503 5.5.2 <text>` (bad sequence; the texts are guesses, §7 marks them unverified).
 pub fn bad_sequence(text: &str) -> Reply {
     Reply::new(503, e(5, 5, 2), text)
 }
@@ -319,6 +319,9 @@ mod tests {
     fn hex_ids() {
         let id = hex_id();
         assert_eq!(id.len(), 16);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+        );
     }
 }

@@ -2,10 +2,18 @@
 //! its normal reply at a given [`Phase`].
 //!
 //! For each phase the fake asks, in order: the one-shot queue
-//! ([`FakeSmartHost::script`](super::FakeSmartHost::script)), the
-//! persistent per-phase action ([`FakeSmartHost::always`](super::FakeSmartHost::always)),
+//! ([`FakeSmartHost::script`](super::FakeSmartHost::script)), at RCPT the
+//! per-address action ([`FakeSmartHost::on_rcpt`](super::FakeSmartHost::on_rcpt)),
+//! the persistent per-phase action ([`FakeSmartHost::always`](super::FakeSmartHost::always)),
 //! then the hook ([`FakeSmartHost::set_hook`](super::FakeSmartHost::set_hook)).
 //! The first [`Action`] found wins; none means the normal behaviour.
+//!
+//! The fake's own checks come first where Exchange makes them first: the
+//! per-mailbox concurrency limit at the end of data (`432 4.3.2`), AUTH
+//! before TLS or with an unoffered mechanism (`504 5.7.4`), AUTH over old
+//! TLS (`421 4.7.66`), and sequence errors (`503 5.5.2`) are not scripted.
+//! Everything else—greeting, EHLO, STARTTLS, the AUTH verdict, MAIL, RCPT,
+//! DATA, BDAT chunks, end of data, RSET, QUIT—can be replaced.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,10 +180,14 @@ mod tests {
 
     #[test]
     fn parses_reply_text() {
-        let r = parse_reply("550 5.7.60 SMTP; Client does not have permissions to send as this sender");
+        let r =
+            parse_reply("550 5.7.60 SMTP; Client does not have permissions to send as this sender");
         assert_eq!(r.code, 550);
         assert_eq!(r.enhanced.unwrap().to_string(), "5.7.60");
-        assert_eq!(r.one_line(), "550 5.7.60 SMTP; Client does not have permissions to send as this sender");
+        assert_eq!(
+            r.one_line(),
+            "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+        );
         let m = parse_reply("451 4.7.0 first\n451 4.7.0 second");
         assert_eq!(m.lines, vec!["first", "second"]);
     }

@@ -20,6 +20,8 @@ pub(crate) struct Inner {
     pub rec: Records,
     pub scripts: HashMap<Phase, VecDeque<Action>>,
     pub always: HashMap<Phase, Action>,
+    /// Per-recipient actions at RCPT, keyed by lower-cased address.
+    pub rcpt_actions: HashMap<String, Action>,
     pub hook: Option<Hook>,
     pub users: HashMap<String, String>,
     pub xoauth2: Option<TokenCheck>,
@@ -104,6 +106,14 @@ impl Shared {
             let mut g = lock(&self.inner);
             if let Some(a) = g.scripts.get_mut(&ev.phase).and_then(VecDeque::pop_front) {
                 return Some(a);
+            }
+            if ev.phase == Phase::Rcpt
+                && let Some(a) = ev
+                    .rcpt
+                    .as_ref()
+                    .and_then(|r| g.rcpt_actions.get(&r.to_ascii_lowercase()))
+            {
+                return Some(a.clone());
             }
             if let Some(a) = g.always.get(&ev.phase) {
                 return Some(a.clone());
@@ -238,7 +248,7 @@ impl Shared {
         &self,
         timeout: Duration,
         mut pred: impl FnMut(&Records) -> bool,
-    ) -> Result<Records, Records> {
+    ) -> Result<Records, Box<Records>> {
         let deadline = Instant::now() + timeout;
         let mut g = lock(&self.inner);
         loop {
@@ -247,7 +257,7 @@ impl Shared {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(g.rec.clone());
+                return Err(Box::new(g.rec.clone()));
             }
             g = self
                 .cond
@@ -262,7 +272,7 @@ impl Shared {
         &self,
         timeout: Duration,
         mut pred: impl FnMut(&Records) -> bool,
-    ) -> Result<Records, Records> {
+    ) -> Result<Records, Box<Records>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.changed.subscribe();
         loop {
@@ -274,7 +284,7 @@ impl Shared {
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return Err(lock(&self.inner).rec.clone()),
+                _ => return Err(Box::new(lock(&self.inner).rec.clone())),
             }
         }
     }

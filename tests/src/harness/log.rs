@@ -124,7 +124,13 @@ pub fn wait(
         if Instant::now() >= deadline {
             let what: Vec<String> = patterns
                 .iter()
-                .map(|(p, n)| if *n == 1 { p.to_string() } else { format!("{n} x {p}") })
+                .map(|(p, n)| {
+                    if *n == 1 {
+                        p.to_string()
+                    } else {
+                        format!("{n} x {p}")
+                    }
+                })
                 .collect();
             bail!(
                 "timed out after {timeout:?} waiting for {} in {}\n--- log (last 60 lines):\n{}",

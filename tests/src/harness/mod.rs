@@ -14,7 +14,7 @@
 
 mod log;
 pub mod owner;
-mod process;
+pub mod process;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -97,6 +97,7 @@ impl TestEnv {
     /// ```text
     /// queue_directory = <root>/spool        maillog_file = <root>/maillog
     /// myhostname = relay.test.example       mydestination =
+    /// inet_protocols = ipv4
     /// mail_owner = <see owner>              alias_maps =   alias_database =
     /// daemon_directory = command_directory = <bin_dir>
     /// minimal_backoff_time = 1s  maximal_backoff_time = 4s  queue_run_delay = 1s
@@ -135,6 +136,7 @@ impl TestEnv {
             ("queue_directory", p(&spool)),
             ("maillog_file", p(&maillog)),
             ("myhostname", "relay.test.example".into()),
+            ("inet_protocols", "ipv4".into()),
             ("mydestination", String::new()),
             ("mail_owner", owner.name.clone()),
             ("alias_maps", String::new()),
@@ -180,22 +182,33 @@ impl TestEnv {
         Ok(fake)
     }
 
-    /// Sends all mail to `fake`: `relayhost = [127.0.0.1]:<port>`, TLS
+    /// Sends all mail to `fake`: `relayhost = [localhost]:<port>`, TLS
     /// `verify` against the test CA, SASL (LOGIN/PLAIN) with
-    /// [`TEST_USER`] from `etc/sasl_passwd`.
+    /// [`TEST_USER`] from `etc/sasl_passwd` (mode 0640/0600, see
+    /// [`TestEnv::write_secret`]).
+    ///
+    /// `localhost` rather than `127.0.0.1`: certificate verification
+    /// matches DNS names (as Postfix does), as with
+    /// `[smtp.office365.com]:587` in production; the baseline's
+    /// `inet_protocols = ipv4` keeps `localhost` on 127.0.0.1, where the
+    /// fake listens.
     ///
     /// # Errors
     /// The files cannot be written.
     pub fn use_relayhost(&mut self, fake: &FakeSmartHost) -> Result<()> {
+        let relayhost = fake.relayhost_name();
         let sasl = self.write_secret(
             "sasl_passwd",
-            &format!("{} {TEST_USER}:{TEST_PASSWORD}\n", fake.relayhost()),
+            &format!("{relayhost} {TEST_USER}:{TEST_PASSWORD}\n"),
         )?;
         self.set_many(&[
-            ("relayhost", &fake.relayhost()),
+            ("relayhost", &relayhost),
             ("smtp_tls_security_level", "verify"),
             ("smtp_sasl_auth_enable", "yes"),
-            ("smtp_sasl_password_maps", &format!("texthash:{}", sasl.display())),
+            (
+                "smtp_sasl_password_maps",
+                &format!("texthash:{}", sasl.display()),
+            ),
             ("smtp_sasl_mechanism_filter", "login, plain"),
             ("smtp_sasl_security_options", "noanonymous"),
         ])
@@ -404,6 +417,17 @@ impl TestEnv {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// Creates the queue directories the way `postern start` does (owners,
+    /// modes) by starting and stopping postern, for tests that submit mail
+    /// before the daemons run.
+    ///
+    /// # Errors
+    /// As [`TestEnv::start`] and [`TestEnv::stop`].
+    pub fn create_queue(&mut self) -> Result<()> {
+        self.start()?;
+        self.stop()
     }
 
     /// True while the supervisor started by [`TestEnv::start`] runs.
@@ -669,7 +693,9 @@ impl TestEnv {
         pattern: impl Into<Pattern>,
         timeout: Duration,
     ) -> Result<String> {
-        log::wait(&self.maillog, mark, &[(pattern.into(), 1)], timeout, || Ok(()))
+        log::wait(&self.maillog, mark, &[(pattern.into(), 1)], timeout, || {
+            Ok(())
+        })
     }
 
     /// Waits until at least `n` lines after `mark` match.
@@ -683,14 +709,19 @@ impl TestEnv {
         n: usize,
         timeout: Duration,
     ) -> Result<()> {
-        log::wait(&self.maillog, mark, &[(pattern.into(), n)], timeout, || Ok(()))
-            .map(|_| ())
+        log::wait(&self.maillog, mark, &[(pattern.into(), n)], timeout, || {
+            Ok(())
+        })
+        .map(|_| ())
     }
 
     /// Lines matching `pattern`.
     pub fn log_grep(&self, pattern: impl Into<Pattern>) -> Vec<String> {
         let p = pattern.into();
-        self.log_lines().into_iter().filter(|l| p.matches(l)).collect()
+        self.log_lines()
+            .into_iter()
+            .filter(|l| p.matches(l))
+            .collect()
     }
 
     /// What the supervisor printed on stdout and stderr.

@@ -58,15 +58,16 @@ fn lookup(name: &str) -> Result<Option<Owner>> {
 
 fn decide() -> Result<Owner> {
     if let Ok(name) = std::env::var("POSTERN_TEST_MAIL_OWNER") {
-        return lookup(&name)?.with_context(|| {
-            format!("POSTERN_TEST_MAIL_OWNER={name}: no such user")
-        });
+        return lookup(&name)?
+            .with_context(|| format!("POSTERN_TEST_MAIL_OWNER={name}: no such user"));
     }
     if !running_as_root() {
         let uid = nix::unistd::getuid();
         let u = User::from_uid(uid)
             .context("look up the current user")?
-            .with_context(|| format!("uid {uid} has no passwd entry; set POSTERN_TEST_MAIL_OWNER"))?;
+            .with_context(|| {
+                format!("uid {uid} has no passwd entry; set POSTERN_TEST_MAIL_OWNER")
+            })?;
         return Ok(Owner {
             name: u.name,
             uid: u.uid,

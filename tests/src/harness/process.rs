@@ -178,7 +178,9 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<
                     )
                 })
                 .unwrap_or_default();
-            bail!("`{line}` did not finish within {timeout:?}; killed\n--- stdout:\n{o}--- stderr:\n{e}");
+            bail!(
+                "`{line}` did not finish within {timeout:?}; killed\n--- stdout:\n{o}--- stderr:\n{e}"
+            );
         }
     };
     if let Some(w) = writer {

@@ -8,17 +8,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use proto::command::{CommandError, Params};
-use proto::data::{BareLf, BdatReceiver, DataReceiver, Feed};
+use proto::data::BdatReceiver;
 use proto::line::{Line, LineReader};
-use proto::{Command, Path, Reply, parse_command, sasl};
+use proto::{Command, Path, Reply, parse_command};
 use tokio::net::TcpStream;
+
+mod auth;
+mod data;
 
 use super::config::TlsVersion;
 use super::conn::Conn;
-use super::record::Message;
 use super::replies;
 use super::script::{Action, Event, Phase};
 use super::state::Shared;
@@ -126,7 +127,11 @@ impl Session {
             return Ok(());
         }
         let greeting = replies::greeting(&self.shared.cfg);
-        if self.respond(Phase::Connect, greeting, |_| {}).await?.closes() {
+        if self
+            .respond(Phase::Connect, greeting, |_| {})
+            .await?
+            .closes()
+        {
             return self.flush().await;
         }
         loop {
@@ -216,7 +221,11 @@ impl Session {
             auth_user: self.auth_user.clone(),
             mail_from: self.tx.as_ref().map(|t| t.from.clone()),
             rcpt: None,
-            rcpts: self.tx.as_ref().map(|t| t.rcpts.clone()).unwrap_or_default(),
+            rcpts: self
+                .tx
+                .as_ref()
+                .map(|t| t.rcpts.clone())
+                .unwrap_or_default(),
             content: None,
             accepted_in_session: self.accepted,
         }
@@ -287,11 +296,15 @@ impl Session {
             Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::Rset => {
                 self.tx = None;
-                flow(self.respond(Phase::Rset, replies::resetting(), |_| {}).await?)
+                flow(
+                    self.respond(Phase::Rset, replies::resetting(), |_| {})
+                        .await?,
+                )
             }
             Command::Noop => self.simple(replies::ok()),
             Command::Quit => {
-                self.respond(Phase::Quit, replies::closing(), |_| {}).await?;
+                self.respond(Phase::Quit, replies::closing(), |_| {})
+                    .await?;
                 Ok(Flow::Close)
             }
             Command::Vrfy(_) => self.simple(replies::cannot_vrfy()),
@@ -382,167 +395,6 @@ impl Session {
         }
     }
 
-    /// Reads one SASL response line; `None` at end of stream.
-    async fn sasl_line(&mut self) -> std::io::Result<Option<String>> {
-        let line = self.next_line().await?;
-        if line.is_some() {
-            self.shared.transcript(self.id, "C: <sasl>".into());
-        }
-        Ok(line.map(|l| String::from_utf8_lossy(&l.text).into_owned()))
-    }
-
-    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> std::io::Result<Flow> {
-        let cfg = &self.shared.cfg;
-        if self.helo.is_none() {
-            return self.simple(replies::bad_sequence("Send hello first"));
-        }
-        if self.auth_user.is_some() {
-            return self.simple(replies::bad_sequence("Already authenticated"));
-        }
-        if self.tx.is_some() {
-            return self.simple(replies::bad_sequence("Mail transaction in progress"));
-        }
-        self.shared.auth_attempt();
-        let offered = (self.tls.is_some() || !cfg.auth_requires_tls)
-            && cfg.auth_mechanisms.iter().any(|m| m == mechanism);
-        if !offered {
-            self.shared.auth_result(self.id, None);
-            return self.simple(replies::auth_unrecognized());
-        }
-        if let Some(v) = self.tls
-            && v < cfg.auth_tls_floor
-        {
-            self.shared.auth_result(self.id, None);
-            self.push_reply(&replies::tls_too_old(cfg));
-            return Ok(Flow::Close);
-        }
-        // Collect the credentials: Ok((user, verdict)) or a protocol error.
-        let creds = match mechanism {
-            "LOGIN" => self.login(initial).await?,
-            "PLAIN" => self.plain(initial).await?,
-            "XOAUTH2" => self.xoauth2(initial).await?,
-            _ => Err(replies::auth_unrecognized()),
-        };
-        let (user, verdict) = match creds {
-            Ok(c) => c,
-            Err(reply) => {
-                self.shared.auth_result(self.id, None);
-                if reply.code == 0 {
-                    return Ok(Flow::Close); // end of stream
-                }
-                return self.simple(reply);
-            }
-        };
-        let normal = verdict.unwrap_or_else(replies::auth_ok);
-        let who = user.clone();
-        let sent = self
-            .respond(Phase::Auth, normal, |e| e.auth_user = Some(who))
-            .await?;
-        if sent.ok() {
-            self.shared.auth_result(self.id, Some(&user));
-            self.auth_user = Some(user);
-        } else {
-            self.shared.auth_result(self.id, None);
-        }
-        flow(sent)
-    }
-
-    /// Reads a SASL response, sending `challenge` first unless `initial`
-    /// was given. `Err` with code 0 means end of stream.
-    async fn response(
-        &mut self,
-        initial: Option<String>,
-        challenge: &str,
-    ) -> std::io::Result<Result<String, Reply>> {
-        if let Some(i) = initial {
-            return Ok(Ok(i));
-        }
-        self.push_challenge(challenge);
-        Ok(match self.sasl_line().await? {
-            Some(l) => Ok(l),
-            None => Err(Reply::new(0, None, "")),
-        })
-    }
-
-    fn sasl_error(e: sasl::SaslError) -> Reply {
-        match e {
-            sasl::SaslError::Cancelled => replies::auth_aborted(),
-            _ => replies::cannot_decode(),
-        }
-    }
-
-    /// `(user, None)` when the password matches, else `(user, Some(535))`.
-    fn check_password(&self, user: &str, pass: &str) -> Option<Reply> {
-        let ok = self
-            .shared
-            .read(|g| g.users.get(user).is_some_and(|p| p == pass));
-        (!ok).then(|| replies::auth_bad_credentials(&self.shared.cfg))
-    }
-
-    async fn login(
-        &mut self,
-        initial: Option<String>,
-    ) -> std::io::Result<Result<(String, Option<Reply>), Reply>> {
-        let user = match self.response(initial, sasl::LOGIN_USER_CHALLENGE).await? {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let user = match sasl::decode_login_step(&user) {
-            Ok(u) => u,
-            Err(e) => return Ok(Err(Self::sasl_error(e))),
-        };
-        let pass = match self.response(None, sasl::LOGIN_PASS_CHALLENGE).await? {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let pass = match sasl::decode_login_step(&pass) {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(Self::sasl_error(e))),
-        };
-        let verdict = self.check_password(&user, &pass);
-        Ok(Ok((user, verdict)))
-    }
-
-    async fn plain(
-        &mut self,
-        initial: Option<String>,
-    ) -> std::io::Result<Result<(String, Option<Reply>), Reply>> {
-        let resp = match self.response(initial, "").await? {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        match sasl::decode_plain(&resp) {
-            Ok((_authz, user, pass)) => {
-                let verdict = self.check_password(&user, pass.expose());
-                Ok(Ok((user, verdict)))
-            }
-            Err(e) => Ok(Err(Self::sasl_error(e))),
-        }
-    }
-
-    async fn xoauth2(
-        &mut self,
-        initial: Option<String>,
-    ) -> std::io::Result<Result<(String, Option<Reply>), Reply>> {
-        let resp = match self.response(initial, "").await? {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let cfg = &self.shared.cfg;
-        match sasl::decode_xoauth2(&resp) {
-            Ok((user, token)) => {
-                let check = self.shared.read(|g| g.xoauth2.clone());
-                let verdict = match check {
-                    Some(f) => f(&user, token.expose()).err(),
-                    None => Some(replies::auth_token_refused(cfg)),
-                };
-                Ok(Ok((user, verdict)))
-            }
-            Err(sasl::SaslError::Cancelled) => Ok(Err(replies::auth_aborted())),
-            Err(_) => Ok(Err(replies::auth_token_refused(cfg))),
-        }
-    }
-
     async fn mail(&mut self, path: Path, params: Params) -> std::io::Result<Flow> {
         let cfg = &self.shared.cfg;
         if self.helo.is_none() {
@@ -594,195 +446,6 @@ impl Session {
             tx.rcpts.push(addr);
             tx.rcpt_params.push(params);
         }
-        flow(sent)
-    }
-
-    /// The sequence check shared by DATA and BDAT.
-    fn ready_for_data(&self) -> Option<Reply> {
-        match &self.tx {
-            None => Some(replies::bad_sequence("Need mail command")),
-            Some(t) if t.rcpts.is_empty() => Some(replies::bad_sequence("Need rcpt command")),
-            Some(_) => None,
-        }
-    }
-
-    async fn data(&mut self) -> std::io::Result<Flow> {
-        if let Some(r) = self.ready_for_data() {
-            return self.simple(r);
-        }
-        if self.tx.as_ref().is_some_and(|t| t.bdat.is_some()) {
-            return self.simple(replies::bad_sequence("DATA after BDAT"));
-        }
-        let action = self.action(Phase::Data, |_| {});
-        let sent = self.perform(&action, replies::start_input()).await?;
-        if !matches!(&sent, Sent::Reply { reply, close: false } if reply.code == 354) {
-            return flow(sent);
-        }
-        // BareLf::Allow keeps the content exactly as sent; bare LFs are
-        // flagged on the message instead.
-        let mut rx = DataReceiver::new(0, BareLf::Allow);
-        let mut content = Vec::new();
-        let mut pending = self.lines.take_buffered();
-        let mut seen: u64 = 0;
-        loop {
-            let take = match action.drop_after {
-                Some(limit) => (limit.saturating_sub(seen) as usize).min(pending.len()),
-                None => pending.len(),
-            };
-            let feed = rx.feed(&pending[..take], &mut content);
-            match feed {
-                Feed::End { consumed } => {
-                    self.lines.feed(&pending[consumed..]);
-                    break;
-                }
-                Feed::More => {
-                    seen += take as u64;
-                    if action.drop_after.is_some_and(|l| seen >= l) {
-                        self.shared
-                            .transcript(self.id, format!("S: <disconnect after {seen} bytes of DATA>"));
-                        return Ok(Flow::Close);
-                    }
-                }
-            }
-            let n = self.read_some().await?;
-            if n == 0 {
-                self.shared
-                    .transcript(self.id, "-- client closed during DATA".into());
-                return Ok(Flow::Close);
-            }
-            pending = self.rbuf[..n].to_vec();
-        }
-        self.shared
-            .transcript(self.id, format!("C: <{} bytes of message>", content.len()));
-        let bare_lf = rx.bare_lf_seen();
-        self.end_of_data(content, false, bare_lf).await
-    }
-
-    async fn bdat(&mut self, size: u64, last: bool) -> std::io::Result<Flow> {
-        let refusal = self.ready_for_data();
-        let action = match refusal {
-            None => self.action(Phase::Bdat, |_| {}),
-            Some(_) => Action::default(),
-        };
-        if refusal.is_none()
-            && let Some(tx) = self.tx.as_mut()
-        {
-            tx.bdat.get_or_insert_with(|| (BdatReceiver::new(0), Vec::new()));
-            if action.drop_after.is_some() {
-                tx.drop_after = action.drop_after;
-            }
-        }
-        // The chunk is read even when the command is refused.
-        let mut remaining = size;
-        let mut pending = self.lines.take_buffered();
-        loop {
-            let used = match self.tx.as_mut() {
-                Some(tx) if refusal.is_none() => {
-                    let drop = tx.drop_after;
-                    // Invariant: set above for an accepted BDAT.
-                    let (rx, content) = tx.bdat.as_mut().expect("BDAT receiver");
-                    let room = drop.map_or(pending.len(), |d| {
-                        (d.saturating_sub(rx.size()) as usize).min(pending.len())
-                    });
-                    let used = rx.feed_chunk(&pending[..room], &mut remaining, content);
-                    if drop.is_some_and(|d| rx.size() >= d) {
-                        let n = rx.size();
-                        self.shared.transcript(
-                            self.id,
-                            format!("S: <disconnect after {n} bytes of BDAT>"),
-                        );
-                        return Ok(Flow::Close);
-                    }
-                    used
-                }
-                _ => {
-                    let n = remaining.min(pending.len() as u64) as usize;
-                    remaining -= n as u64;
-                    n
-                }
-            };
-            if remaining == 0 {
-                self.lines.feed(&pending[used..]);
-                break;
-            }
-            let n = self.read_some().await?;
-            if n == 0 {
-                self.shared
-                    .transcript(self.id, "-- client closed during BDAT".into());
-                return Ok(Flow::Close);
-            }
-            pending = self.rbuf[..n].to_vec();
-        }
-        self.shared
-            .transcript(self.id, format!("C: <{size} bytes of chunk>"));
-        if let Some(r) = refusal {
-            return self.simple(r);
-        }
-        if !last {
-            let sent = self.perform(&action, replies::chunk_ok(size)).await?;
-            return flow(sent);
-        }
-        let Some((rx, content)) = self.tx.as_mut().and_then(|t| t.bdat.take()) else {
-            return self.simple(replies::bad_sequence("Need mail command"));
-        };
-        self.end_of_data(content, true, rx.bare_lf_seen()).await
-    }
-
-    /// The checks of §7 at the end of the message, then the reply.
-    async fn end_of_data(
-        &mut self,
-        content: Vec<u8>,
-        bdat: bool,
-        bare_lf: bool,
-    ) -> std::io::Result<Flow> {
-        let Some(tx) = self.tx.take() else {
-            return self.simple(replies::bad_sequence("Need mail command"));
-        };
-        let cfg = &self.shared.cfg;
-        let over = self
-            .auth_user
-            .as_deref()
-            .is_some_and(|u| self.shared.over_limit(self.id, u));
-        let content = Arc::new(content);
-        let server_id = replies::message_id(cfg);
-        let (action, normal) = if over {
-            (Action::default(), replies::concurrency_exceeded(cfg))
-        } else {
-            let c = content.clone();
-            let from = tx.from.clone();
-            let rcpts = tx.rcpts.clone();
-            let action = self.action(Phase::DataEnd, |e| {
-                e.content = Some(c);
-                e.mail_from = Some(from);
-                e.rcpts = rcpts;
-            });
-            (action, replies::queued(cfg, &server_id))
-        };
-        let sent = self.perform(&action, normal).await?;
-        let reply = match &sent {
-            Sent::Reply { reply, .. } => Some(reply.clone()),
-            Sent::Silent => None,
-        };
-        let accepted = reply.as_ref().is_some_and(Reply::is_positive);
-        if accepted {
-            self.accepted += 1;
-        }
-        self.shared.message(Message {
-            session: self.id,
-            mail_from: tx.from,
-            mail_params: tx.params,
-            rcpt_to: tx.rcpts,
-            rcpt_params: tx.rcpt_params,
-            auth_user: self.auth_user.clone(),
-            tls: self.tls,
-            helo: self.helo.clone(),
-            content: Arc::try_unwrap(content).unwrap_or_else(|c| (*c).clone()),
-            bdat,
-            bare_lf,
-            reply,
-            server_id: accepted.then_some(server_id),
-            at: SystemTime::now(),
-        });
         flow(sent)
     }
 }

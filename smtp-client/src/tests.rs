@@ -1,1 +1,0 @@
-//! Dialogue tests against the scripted server.

@@ -267,3 +267,212 @@ fn to_corrupt(queue: &Queue, path: &Path, reason: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use queue::file::{Envelope, Recipient, encode_file};
+    use std::os::unix::fs::symlink;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        cfg: conf::Config,
+        queue: Queue,
+        cleanup: Cleanup,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "queue_directory = {}\nmyhostname = relay.test.example\nalias_maps =\nmessage_size_limit = 100000\n",
+            dir.path().join("spool").display()
+        );
+        let main = conf::MainCf::parse(&text, Path::new("main.cf")).unwrap();
+        let cfg = conf::Config::build(&main, &[]).unwrap();
+        let queue = Queue::new(&cfg.queue_directory);
+        queue.ensure(None).unwrap();
+        let cleanup = Cleanup::new(&cfg).unwrap();
+        Fixture {
+            _dir: dir,
+            cfg,
+            queue,
+            cleanup,
+        }
+    }
+
+    fn maildrop_file(
+        sender: &str,
+        rcpts: &[&str],
+        content: &[u8],
+        attrs: &[(&str, &str)],
+    ) -> Vec<u8> {
+        let env = Envelope {
+            arrival: SystemTime::now(),
+            sender: sender.into(),
+            recipients: rcpts
+                .iter()
+                .map(|r| Recipient {
+                    addr: r.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        encode_file(&env, content)
+    }
+
+    fn drop_path(f: &Fixture, name: &str) -> std::path::PathBuf {
+        f.queue.dir(QueueName::Maildrop).join(name)
+    }
+
+    #[test]
+    fn a_valid_submission_is_cleaned_up_and_queued() {
+        let f = fixture();
+        let p = drop_path(&f, "aaaa");
+        std::fs::write(
+            &p,
+            maildrop_file(
+                "backup",
+                &["admin@contoso.test"],
+                b"Subject: x\r\nBcc: b@x\r\n\r\nok\r\n",
+                &[("extract", "yes"), ("uid", "0"), ("fullname", "Backup Job")],
+            ),
+        )
+        .unwrap();
+        let id = pick(&f.cfg, &f.queue, &f.cleanup, &p)
+            .unwrap()
+            .expect("queued");
+        let q = QueueFile::read(&f.queue.path(QueueName::Incoming, &id)).unwrap();
+        assert_eq!(q.envelope.sender, "backup@relay.test.example");
+        // The owner of the file, not the file's claim, is the submitter.
+        let me = nix::unistd::getuid().as_raw().to_string();
+        assert_eq!(q.envelope.attr("uid"), Some(me.as_str()));
+        let text = String::from_utf8(q.content().to_vec()).unwrap();
+        assert!(!text.contains("Bcc:"), "{text}");
+        assert!(
+            text.contains("From: Backup Job <backup@relay.test.example>"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn hostile_files_never_become_messages() {
+        let f = fixture();
+        let target = f._dir.path().join("secret");
+        std::fs::write(
+            &target,
+            maildrop_file("a", &["b@x.test"], b"\r\nstolen\r\n", &[]),
+        )
+        .unwrap();
+        // A symlink to another file.
+        symlink(&target, drop_path(&f, "link")).unwrap();
+        assert_eq!(
+            pick(&f.cfg, &f.queue, &f.cleanup, &drop_path(&f, "link")).unwrap(),
+            None
+        );
+        // A hard link (two names for one file).
+        std::fs::hard_link(&target, drop_path(&f, "hard")).unwrap();
+        assert_eq!(
+            pick(&f.cfg, &f.queue, &f.cleanup, &drop_path(&f, "hard")).unwrap(),
+            None
+        );
+        // A FIFO would block a naive reader.
+        nix::unistd::mkfifo(
+            &drop_path(&f, "fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert_eq!(
+            pick(&f.cfg, &f.queue, &f.cleanup, &drop_path(&f, "fifo")).unwrap(),
+            None
+        );
+        // A directory.
+        std::fs::create_dir(drop_path(&f, "dir")).unwrap();
+        assert_eq!(
+            pick(&f.cfg, &f.queue, &f.cleanup, &drop_path(&f, "dir")).unwrap(),
+            None
+        );
+        // Garbage.
+        std::fs::write(drop_path(&f, "junk"), b"hello, I am not a queue file").unwrap();
+        assert_eq!(
+            pick(&f.cfg, &f.queue, &f.cleanup, &drop_path(&f, "junk")).unwrap(),
+            None
+        );
+        // Too big.
+        let big = maildrop_file("a", &["b@x.test"], &vec![b'x'; 20_000_000], &[]);
+        std::fs::write(drop_path(&f, "big"), big).unwrap();
+        assert_eq!(
+            pick(&f.cfg, &f.queue, &f.cleanup, &drop_path(&f, "big")).unwrap(),
+            None
+        );
+        assert!(f.queue.list(QueueName::Incoming).unwrap().is_empty());
+        // Each went to corrupt/ with a reason (or, for the symlink, its
+        // name was moved, never its target's content).
+        let corrupt = f.queue.list(QueueName::Corrupt).unwrap();
+        assert!(corrupt.len() >= 5, "{corrupt:?}");
+        for name in ["junk", "big", "hard"] {
+            let reason = std::fs::read_to_string(
+                f.queue
+                    .dir(QueueName::Corrupt)
+                    .join(format!("{name}.reason")),
+            )
+            .unwrap();
+            assert!(!reason.is_empty());
+        }
+        assert!(target.exists(), "the symlink target must be untouched");
+    }
+
+    #[test]
+    fn a_young_incomplete_file_waits_and_an_old_one_is_set_aside() {
+        let f = fixture();
+        let full = maildrop_file("a", &["b@x.test"], b"\r\nbody\r\n", &[]);
+        let p = drop_path(&f, "partial");
+        std::fs::write(&p, &full[..full.len() - 10]).unwrap();
+        assert_eq!(pick(&f.cfg, &f.queue, &f.cleanup, &p).unwrap(), None);
+        assert!(p.exists(), "a file still being written must be left alone");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let file = std::fs::File::options().write(true).open(&p).unwrap();
+        file.set_modified(old).unwrap();
+        assert_eq!(pick(&f.cfg, &f.queue, &f.cleanup, &p).unwrap(), None);
+        assert!(!p.exists());
+        assert_eq!(
+            f.queue.list(QueueName::Corrupt).unwrap(),
+            vec!["partial".to_string()]
+        );
+    }
+
+    #[test]
+    fn bad_addresses_are_contained() {
+        let f = fixture();
+        let p = drop_path(&f, "bad");
+        std::fs::write(
+            &p,
+            maildrop_file(
+                "bad\u{1}sender",
+                &["ok@x.test", "bad@@x"],
+                b"\r\nb\r\n",
+                &[],
+            ),
+        )
+        .unwrap();
+        let id = pick(&f.cfg, &f.queue, &f.cleanup, &p).unwrap().unwrap();
+        let q = QueueFile::read(&f.queue.path(QueueName::Incoming, &id)).unwrap();
+        assert!(!q.envelope.sender.contains('\u{1}'));
+        let bad = q
+            .envelope
+            .recipients
+            .iter()
+            .find(|r| r.addr.contains("@@"))
+            .unwrap();
+        assert!(bad.route.as_deref().unwrap().starts_with("error:5.1.3"));
+        assert!(
+            q.envelope
+                .recipients
+                .iter()
+                .any(|r| r.addr == "ok@x.test" && r.route.is_none())
+        );
+    }
+}

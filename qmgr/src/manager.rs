@@ -750,13 +750,16 @@ impl Manager {
 
 /// Writes `done` over the `rcpt` marker of newly finished recipients.
 fn mark_done(path: &std::path::Path, msg: &Msg) {
-    use std::os::unix::fs::FileExt;
-    let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else {
-        return;
-    };
-    for idx in &msg.newly_done {
-        let off = msg.env.recipients[*idx].offset as u64;
-        let _ = f.write_all_at(b"done", off);
+    let offsets: Vec<usize> = msg
+        .newly_done
+        .iter()
+        .map(|i| msg.env.recipients[*i].offset)
+        .collect();
+    if let Err(e) = queue::file::mark_done(path, &offsets) {
+        log::warning(&format!(
+            "{}: cannot mark finished recipients in the queue file: {e}",
+            msg.id
+        ));
     }
 }
 

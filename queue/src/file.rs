@@ -374,6 +374,9 @@ fn parse_envelope(bytes: &[u8]) -> Result<(Envelope, usize, crc32fast::Hasher), 
                         Some(("notify", v)) => {
                             r.notify = Some(unescape(v).ok_or_else(|| bad("bad escape"))?)
                         }
+                        Some(("route", v)) => {
+                            r.route = Some(unescape(v).ok_or_else(|| bad("bad escape"))?)
+                        }
                         _ => return Err(bad("unknown recipient parameter")),
                     }
                 }
@@ -424,6 +427,43 @@ pub fn unescape(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Marks recipients done in place: overwrites `rcpt` with `done` at each
+/// recipient line offset (from [`Recipient::offset`]). The checksum is
+/// unaffected. A delivery agent does this for delivered recipients before it
+/// reports, so that a queue manager that dies and re-reads the file does
+/// not deliver them again. No fsync: the page cache survives a process
+/// crash, and a power loss only means a repeated delivery.
+///
+/// # Errors
+/// The file cannot be opened, or an offset does not point at a recipient
+/// line (the file is left as it was for that recipient).
+pub fn mark_done(path: &std::path::Path, offsets: &[usize]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut result = Ok(());
+    for &off in offsets {
+        let mut cur = [0u8; 5];
+        f.read_exact_at(&mut cur, off as u64)?;
+        match &cur {
+            b"rcpt " => f.write_all_at(b"done", off as u64)?,
+            b"done " => {}
+            _ => {
+                result = Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: offset {off} is not a recipient line", path.display()),
+                ))
+            }
+        }
+    }
+    result
 }
 
 /// Builds a complete file image in memory (envelope, content, trailer).
@@ -514,6 +554,22 @@ mod tests {
     }
 
     #[test]
+    fn mark_done_writes_in_place_and_refuses_bad_offsets() {
+        let (env, content) = sample();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("X");
+        std::fs::write(&path, encode_file(&env, &content)).unwrap();
+        let f = QueueFile::read(&path).unwrap();
+        let off = f.envelope.recipients[0].offset;
+        mark_done(&path, &[off]).unwrap();
+        mark_done(&path, &[off]).unwrap();
+        let f = QueueFile::read(&path).unwrap();
+        assert!(f.envelope.recipients[0].done && !f.envelope.recipients[1].done);
+        assert!(mark_done(&path, &[3]).is_err());
+        assert!(QueueFile::read(&path).is_ok());
+    }
+
+    #[test]
     fn every_truncation_is_rejected() {
         let (env, content) = sample();
         let bytes = encode_file(&env, &content);
@@ -539,42 +595,57 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn random_input_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = QueueFile::parse(data.clone());
-            let mut with_magic = MAGIC.to_vec();
-            with_magic.extend_from_slice(&data);
-            let _ = QueueFile::parse(with_magic);
-        }
+            #[test]
+            fn random_input_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let _ = QueueFile::parse(data.clone());
+                let mut with_magic = MAGIC.to_vec();
+                with_magic.extend_from_slice(&data);
+                let _ = QueueFile::parse(with_magic);
+            }
 
-        #[test]
-        fn round_trips_and_rejects_corruption(
-            sender in "[ -~]{0,30}",
-            rcpts in proptest::collection::vec("[!-~][ -~]{0,30}", 1..5),
-            content in proptest::collection::vec(any::<u8>(), 0..300),
-            flip in any::<prop::sample::Index>(),
-            bit in 0u8..8,
-        ) {
-            let env = Envelope {
-                arrival: UNIX_EPOCH + Duration::new(1_700_000_000, 1000),
-                sender,
-                recipients: rcpts.into_iter().map(|a| Recipient { addr: a, ..Default::default() }).collect(),
-                attrs: vec![("k".into(), "v %x\n".into())],
-            };
-            let bytes = encode_file(&env, &content);
-            let f = QueueFile::parse(bytes.clone()).unwrap();
-            prop_assert_eq!(&f.envelope.sender, &env.sender);
-            prop_assert_eq!(f.content(), &content[..]);
-            // Flipping any single bit yields an error or, if it hit a
-            // rcpt/done marker, the same message.
-            let mut b = bytes.clone();
-            let i = flip.index(b.len());
-            b[i] ^= 1 << bit;
-            if let Ok(g) = QueueFile::parse(b) {
-                prop_assert_eq!(g.content(), &content[..]);
-                prop_assert_eq!(&g.envelope.sender, &env.sender);
-                prop_assert_eq!(g.envelope.recipients.len(), env.recipients.len());
+            #[test]
+            fn round_trips_and_rejects_corruption(
+                sender in "[ -~]{0,30}",
+                rcpts in proptest::collection::vec("[!-~][ -~]{0,30}", 1..5),
+                content in proptest::collection::vec(any::<u8>(), 0..300),
+                flip in any::<prop::sample::Index>(),
+                bit in 0u8..8,
+            ) {
+                let env = Envelope {
+                    arrival: UNIX_EPOCH + Duration::new(1_700_000_000, 1000),
+                    sender,
+    recipients: rcpts
+                        .into_iter()
+                        .map(|a| Recipient {
+                            orcpt: Some(format!("rfc822;{a}")),
+                            notify: Some("SUCCESS,DELAY".into()),
+                            route: Some(format!("error:5.1.1 no such user {a}%")),
+                            addr: a,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    attrs: vec![("k".into(), "v %x\n".into())],
+                };
+                let bytes = encode_file(&env, &content);
+                let f = QueueFile::parse(bytes.clone()).unwrap();
+                prop_assert_eq!(&f.envelope.sender, &env.sender);
+                prop_assert_eq!(f.content(), &content[..]);
+                for (got, want) in f.envelope.recipients.iter().zip(&env.recipients) {
+                    prop_assert_eq!(&got.addr, &want.addr);
+                    prop_assert_eq!(&got.orcpt, &want.orcpt);
+                    prop_assert_eq!(&got.notify, &want.notify);
+                    prop_assert_eq!(&got.route, &want.route);
+                }
+                // Flipping any single bit yields an error or, if it hit a
+                // rcpt/done marker, the same message.
+                let mut b = bytes.clone();
+                let i = flip.index(b.len());
+                b[i] ^= 1 << bit;
+                if let Ok(g) = QueueFile::parse(b) {
+                    prop_assert_eq!(g.content(), &content[..]);
+                    prop_assert_eq!(&g.envelope.sender, &env.sender);
+                    prop_assert_eq!(g.envelope.recipients.len(), env.recipients.len());
+                }
             }
         }
-    }
 }

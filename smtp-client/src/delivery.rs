@@ -115,11 +115,12 @@ impl Agent {
                 return self.finish(req, handoff, self.all(req, o, "none", 0, None), false);
             }
         };
-        if req.transport == "maildir" {
-            let done = self.deliver_maildir(req, &qf).await;
-            return self.finish(req, handoff, done, false);
-        }
-        let (done, site) = self.deliver_smtp(req, &qf).await;
+        let (done, site) = if req.transport == "maildir" {
+            (self.deliver_maildir(req, &qf).await, false)
+        } else {
+            self.deliver_smtp(req, &qf).await
+        };
+        mark_sent(req, &qf, &done);
         self.finish(req, handoff, done, site)
     }
 
@@ -409,5 +410,24 @@ impl Agent {
             site_failure,
             hold_route,
         }
+    }
+}
+
+/// Marks delivered recipients done in the queue file before reporting, so a
+/// queue manager that dies before it reads the report does not deliver them
+/// again. Bounced recipients are left to qmgr: it must send their DSN first.
+fn mark_sent(req: &Request, qf: &QueueFile, done: &[Done]) {
+    let offsets: Vec<usize> = req
+        .recipients
+        .iter()
+        .zip(done)
+        .filter(|(_, d)| d.outcome.status == queue::deliver::Status::Sent)
+        .filter_map(|(r, _)| qf.envelope.recipients.get(r.idx).map(|e| e.offset))
+        .collect();
+    if let Err(e) = queue::file::mark_done(Path::new(&req.path), &offsets) {
+        log::warning(&format!(
+            "{}: cannot mark delivered recipients in the queue file: {e}",
+            req.queue_id
+        ));
     }
 }

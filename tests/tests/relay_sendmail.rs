@@ -183,11 +183,11 @@ fn aliases_rewrite_local_recipients() {
             "ops-team@contoso.test"
         ]
     );
-    let log = env.log_text();
-    assert!(
-        log.contains("to=<admin@contoso.test>, orig_to=<root@relay.test.example>"),
-        "{log}"
-    );
+    env.wait_log(
+        "to=<admin@contoso.test>, orig_to=<root@relay.test.example>",
+        WAIT,
+    )
+    .unwrap();
     env.stop().unwrap();
 }
 

@@ -157,6 +157,11 @@ fn finish_extra(
             "line {line}: entry \"{name}\" has a blank line; separate paragraphs with .IP (a blank line is a roff paragraph break that mandoc warns about)"
         ));
     }
+    if lines.iter().any(|l| l.starts_with("Default: ")) {
+        return Err(format!(
+            "line {line}: entry \"{name}\" has a line starting with \"Default: \", which marks parameter entries; reword it"
+        ));
+    }
     let first = lines[0].trim_start();
     for m in [".PP", ".LP", ".P", ".IP", ".TP", ".SH", ".SS"] {
         if first == m || first.starts_with(&format!("{m} ")) {

@@ -35,6 +35,20 @@ pub struct Failure {
     pub diagnostic: Option<String>,
 }
 
+impl Failure {
+    /// A failure decided locally (no server answered).
+    pub fn local(rcpt: &str, dsn: &str, reason: &str) -> Failure {
+        Failure {
+            rcpt: rcpt.to_string(),
+            orcpt: None,
+            dsn: dsn.to_string(),
+            reason: reason.to_string(),
+            remote_mta: None,
+            diagnostic: None,
+        }
+    }
+}
+
 /// The original message a notification is about.
 #[derive(Debug)]
 pub struct Original<'a> {

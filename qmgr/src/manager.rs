@@ -57,7 +57,7 @@ pub enum Outcome {
     /// Delivered (or discarded).
     Sent,
     /// Temporary failure.
-    Deferred(String),
+    Deferred(Failure),
     /// Permanent failure.
     Bounced(Failure),
 }
@@ -262,7 +262,8 @@ impl Manager {
                 }
                 Ok(Route::Error { dsn, text }) => {
                     if dsn.starts_with('4') {
-                        immediate.push((idx, Outcome::Deferred(text.clone()), dsn, text));
+                        let f = Failure::local(&addr, &dsn, &text);
+                        immediate.push((idx, Outcome::Deferred(f), dsn, text));
                     } else {
                         immediate.push((
                             idx,
@@ -284,7 +285,8 @@ impl Manager {
                 }
                 Err(e) => {
                     let text = format!("address resolver failure: {e}");
-                    immediate.push((idx, Outcome::Deferred(text.clone()), "4.3.0".into(), text));
+                    let f = Failure::local(&addr, "4.3.0", &text);
+                    immediate.push((idx, Outcome::Deferred(f), "4.3.0".into(), text));
                 }
             }
         }
@@ -365,10 +367,10 @@ impl Manager {
         };
         match &outcome {
             Outcome::Sent | Outcome::Bounced(_) => {}
-            Outcome::Deferred(reason) => self.ops.push(Op::RcptReason {
+            Outcome::Deferred(f) => self.ops.push(Op::RcptReason {
                 id: id.to_string(),
                 idx,
-                reason: reason.clone(),
+                reason: f.reason.clone(),
             }),
         }
         msg.outcomes.insert(idx, outcome);
@@ -388,7 +390,7 @@ impl Manager {
             self.cfg.maximal_queue_lifetime
         };
         let mut bounced: Vec<(usize, Failure)> = Vec::new();
-        let mut deferred: Vec<(usize, String)> = Vec::new();
+        let mut deferred: Vec<(usize, Failure)> = Vec::new();
         let mut sent: Vec<usize> = Vec::new();
         let mut idxs: Vec<usize> = msg.outcomes.keys().copied().collect();
         idxs.sort_unstable();
@@ -396,14 +398,14 @@ impl Manager {
             match msg.outcomes.get(&idx).cloned() {
                 Some(Outcome::Sent) => sent.push(idx),
                 Some(Outcome::Bounced(f)) => bounced.push((idx, f)),
-                Some(Outcome::Deferred(r)) => deferred.push((idx, r)),
-                _ => deferred.push((idx, "delivery status unknown".into())),
+                Some(Outcome::Deferred(f)) => deferred.push((idx, f)),
+                _ => deferred.push((idx, Failure::local(&msg.env.recipients[idx].addr, "4.0.0", "delivery status unknown"))),
             }
         }
         // Recipients never routed this attempt (should not happen) stay pending.
         for (i, r) in msg.env.recipients.iter().enumerate() {
             if !r.done && !msg.outcomes.contains_key(&i) {
-                deferred.push((i, "delivery was not attempted".into()));
+                deferred.push((i, Failure::local(&r.addr, "4.0.0", "delivery was not attempted")));
             }
         }
         let expired = !deferred.is_empty() && (lifetime.is_zero() || age >= lifetime);
@@ -412,20 +414,19 @@ impl Manager {
                 "{id}: from=<{}>, status=expired, returned to sender",
                 msg.env.sender
             ));
-            for (idx, reason) in std::mem::take(&mut deferred) {
+            for (idx, f) in std::mem::take(&mut deferred) {
                 let r = &msg.env.recipients[idx];
                 bounced.push((
                     idx,
                     Failure {
                         rcpt: r.addr.clone(),
                         orcpt: r.orcpt.clone(),
-                        dsn: "4.4.7".into(),
                         reason: format!(
-                            "message expired after {} in the queue; last problem: {reason}",
-                            human(age)
+                            "message expired after {} in the queue; last problem: {}",
+                            human(age),
+                            f.reason
                         ),
-                        remote_mta: None,
-                        diagnostic: None,
+                        ..f
                     },
                 ));
             }
@@ -445,8 +446,9 @@ impl Manager {
                 log::warning(&format!(
                     "{id}: cannot queue the non-delivery notification ({e}); will retry"
                 ));
-                for (idx, f) in std::mem::take(&mut bounced) {
-                    deferred.push((idx, f.reason));
+                for (idx, mut f) in std::mem::take(&mut bounced) {
+                    f.dsn = format!("4{}", f.dsn.get(1..).unwrap_or(".0.0"));
+                    deferred.push((idx, f));
                 }
             }
         }
@@ -487,15 +489,12 @@ impl Manager {
             let notices: Vec<Failure> = deferred
                 .iter()
                 .filter(|(idx, _)| wants_delay_notice(msg.env.recipients[*idx].notify.as_deref()))
-                .map(|(idx, reason)| {
+                .map(|(idx, f)| {
                     let r = &msg.env.recipients[*idx];
                     Failure {
                         rcpt: r.addr.clone(),
                         orcpt: r.orcpt.clone(),
-                        dsn: dsn_from_reason(reason).unwrap_or_else(|| "4.0.0".into()),
-                        reason: reason.clone(),
-                        remote_mta: None,
-                        diagnostic: None,
+                        ..f.clone()
                     }
                 })
                 .collect();
@@ -514,12 +513,15 @@ impl Manager {
                 .max(self.cfg.minimal_backoff_time),
         );
         let next = queue::time::micros(now + delay);
-        let reason = deferred.first().map(|(_, r)| r.clone()).unwrap_or_default();
-        for (idx, r) in &deferred {
+        let reason = deferred
+            .first()
+            .map(|(_, f)| f.reason.clone())
+            .unwrap_or_default();
+        for (idx, f) in &deferred {
             self.ops.push(Op::RcptReason {
                 id: id.to_string(),
                 idx: *idx,
-                reason: r.clone(),
+                reason: f.reason.clone(),
             });
         }
         if let Err(e) = self

@@ -348,22 +348,29 @@ impl Manager {
                     any_sent = true;
                     Outcome::Sent
                 }
-                Status::Deferred => Outcome::Deferred(r.reason.clone()),
-                Status::Bounced if self.cfg.soft_bounce => Outcome::Deferred(r.reason.clone()),
-                Status::Bounced => {
+                Status::Deferred | Status::Bounced => {
                     let rcpt = self
                         .msgs
                         .get(&msg_id)
-                        .map(|m| m.env.recipients[r.idx].addr.clone())
+                        .and_then(|m| m.env.recipients.get(r.idx))
+                        .map(|x| x.addr.clone())
                         .unwrap_or_default();
-                    Outcome::Bounced(Failure {
+                    let mut f = Failure {
                         rcpt,
                         orcpt: None,
                         dsn: r.dsn.clone(),
                         reason: r.reason.clone(),
                         remote_mta: r.remote_mta.clone(),
                         diagnostic: r.diagnostic.clone(),
-                    })
+                    };
+                    if r.status == Status::Deferred || self.cfg.soft_bounce {
+                        if f.dsn.starts_with('5') {
+                            f.dsn = format!("4{}", &f.dsn[1..]);
+                        }
+                        Outcome::Deferred(f)
+                    } else {
+                        Outcome::Bounced(f)
+                    }
                 }
             };
             self.record(&msg_id, r.idx, outcome);
@@ -374,7 +381,11 @@ impl Manager {
                 self.record(
                     &msg_id,
                     *idx,
-                    Outcome::Deferred("delivery agent did not report a status".into()),
+                    Outcome::Deferred(Failure::local(
+                        "",
+                        "4.3.0",
+                        "delivery agent did not report a status",
+                    )),
                 );
             }
         }
@@ -434,7 +445,11 @@ impl Manager {
                 self.record(
                     &msg_id,
                     idx,
-                    Outcome::Deferred(format!("delivery temporarily suspended: delivery agent {transport} terminated ({error})")),
+                    Outcome::Deferred(Failure::local(
+                        "",
+                        "4.3.0",
+                        &format!("delivery temporarily suspended: delivery agent {transport} terminated ({error})"),
+                    )),
                 );
             }
             self.job_done(&msg_id);
@@ -487,7 +502,8 @@ impl Manager {
         }
         let id = job.msg.clone();
         for &idx in &job.rcpts {
-            self.record(&id, idx, Outcome::Deferred(reason.to_string()));
+            let dsn = crate::manager::dsn_from_reason(reason).filter(|d| d.starts_with('4')).unwrap_or_else(|| "4.4.1".into());
+            self.record(&id, idx, Outcome::Deferred(Failure::local("", &dsn, reason)));
         }
         self.job_done(&id);
     }

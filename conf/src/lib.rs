@@ -66,15 +66,21 @@ pub fn load(dir: &Path, overrides: &[(String, String, Origin)]) -> Result<Config
     build(main, dir, overrides)
 }
 
-/// Builds the configuration from an already parsed main.cf (see [`load`]).
+/// Like [`load`], but bad values fall back to their defaults and are
+/// returned as warnings; only an unreadable main.cf is an error.
 ///
 /// # Errors
-/// Every problem found, each naming file, line and parameter.
-pub fn build(
-    mut main: MainCf,
+/// main.cf cannot be read or has syntax errors.
+pub fn load_lenient(
     dir: &Path,
     overrides: &[(String, String, Origin)],
-) -> Result<Config, Errors> {
+) -> Result<(Config, Errors), Errors> {
+    let mut main = MainCf::load(&dir.join("main.cf")).map_err(Errors)?;
+    add_config_directory(&mut main, dir);
+    Ok(Config::build_lenient(&main, overrides))
+}
+
+fn add_config_directory(main: &mut MainCf, dir: &Path) {
     if main.get("config_directory").is_none() {
         main.entries.insert(
             0,
@@ -85,5 +91,17 @@ pub fn build(
             },
         );
     }
+}
+
+/// Builds the configuration from an already parsed main.cf (see [`load`]).
+///
+/// # Errors
+/// Every problem found, each naming file, line and parameter.
+pub fn build(
+    mut main: MainCf,
+    dir: &Path,
+    overrides: &[(String, String, Origin)],
+) -> Result<Config, Errors> {
+    add_config_directory(&mut main, dir);
     Config::build(&main, overrides)
 }

@@ -164,14 +164,16 @@ macro_rules! registry {
         }
 
         impl Config {
-            fn from_resolver(resolver: Resolver) -> Result<Config, Errors> {
+            /// Every parameter typed; a bad value is reported in the
+            /// returned errors and replaced by the parameter's default.
+            fn from_resolver(resolver: Resolver) -> (Config, Errors) {
                 let mut errors = Errors::default();
                 let cfg = Config {
                     $( $field: resolver.typed::<$ty>(
                         registry!(@name $field $( $pname )?), $kind, &mut errors), )*
                     resolver,
                 };
-                if errors.is_empty() { Ok(cfg) } else { Err(errors) }
+                (cfg, errors)
             }
         }
     };
@@ -606,11 +608,20 @@ impl Resolver {
     }
 
     fn typed<T: FromParam + Default>(&self, name: &str, kind: Kind, errors: &mut Errors) -> T {
+        let fallback = || {
+            let def = param(name)
+                .map(|p| {
+                    computed_default(name)
+                        .unwrap_or_else(|| self.expand_text(p.default).unwrap_or_default())
+                })
+                .unwrap_or_default();
+            T::from_param(kind, &def).unwrap_or_default()
+        };
         let value = match self.get(name) {
             Ok(v) => v.unwrap_or_default(),
             Err(e) => {
                 errors.push(e);
-                return T::default();
+                return fallback();
             }
         };
         match T::from_param(kind, &value) {
@@ -623,7 +634,7 @@ impl Resolver {
                     value,
                     allowed,
                 });
-                T::default()
+                fallback()
             }
         }
     }
@@ -636,9 +647,28 @@ impl Config {
     /// Every bad value and every bad `$name` reference, each naming file, line
     /// and parameter.
     pub fn build(main: &MainCf, overrides: &[(String, String, Origin)]) -> Result<Config, Errors> {
-        let cfg = Config::from_resolver(Resolver::new(main, overrides))?;
-        cfg.validate()?;
-        Ok(cfg)
+        let (cfg, errors) = Config::build_lenient(main, overrides);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Builds the configuration even when some values are bad: each bad
+    /// value is replaced by its default and reported. For commands that
+    /// must keep working with a broken main.cf (sendmail must not lose a
+    /// message because an unrelated parameter is misspelt; mailq and
+    /// postconf must show what is wrong).
+    pub fn build_lenient(
+        main: &MainCf,
+        overrides: &[(String, String, Origin)],
+    ) -> (Config, Errors) {
+        let (cfg, mut errors) = Config::from_resolver(Resolver::new(main, overrides));
+        if let Err(e) = cfg.validate() {
+            errors.0.extend(e.0);
+        }
+        (cfg, errors)
     }
 
     /// The configuration with every parameter at its default.

@@ -40,14 +40,9 @@ pub fn main(args: &[String]) -> i32 {
         return 64;
     }
     let dir = conf::config_dir(dir.as_deref());
-    let cfg = match conf::load(&dir, &[]) {
+    let cfg = match queue::service::load_for_command("postcat", &dir, 78) {
         Ok(c) => c,
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("postcat: error: {e}");
-            }
-            return 78;
-        }
+        Err(code) => return code,
     };
     let q = Queue::new(&cfg.queue_directory);
     let mut status = 0;

@@ -56,14 +56,9 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     let dir = conf::config_dir(dir.as_deref());
-    let cfg = match conf::load(&dir, &[]) {
+    let cfg = match queue::service::load_for_command("postqueue", &dir, 78) {
         Ok(c) => c,
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("postqueue: error: {e}");
-            }
-            return 78;
-        }
+        Err(code) => return code,
     };
     queue::log::init(
         &cfg,

@@ -399,13 +399,23 @@ impl Manager {
                 Some(Outcome::Sent) => sent.push(idx),
                 Some(Outcome::Bounced(f)) => bounced.push((idx, f)),
                 Some(Outcome::Deferred(f)) => deferred.push((idx, f)),
-                _ => deferred.push((idx, Failure::local(&msg.env.recipients[idx].addr, "4.0.0", "delivery status unknown"))),
+                _ => deferred.push((
+                    idx,
+                    Failure::local(
+                        &msg.env.recipients[idx].addr,
+                        "4.0.0",
+                        "delivery status unknown",
+                    ),
+                )),
             }
         }
         // Recipients never routed this attempt (should not happen) stay pending.
         for (i, r) in msg.env.recipients.iter().enumerate() {
             if !r.done && !msg.outcomes.contains_key(&i) {
-                deferred.push((i, Failure::local(&r.addr, "4.0.0", "delivery was not attempted")));
+                deferred.push((
+                    i,
+                    Failure::local(&r.addr, "4.0.0", "delivery was not attempted"),
+                ));
             }
         }
         let expired = !deferred.is_empty() && (lifetime.is_zero() || age >= lifetime);

@@ -502,8 +502,14 @@ impl Manager {
         }
         let id = job.msg.clone();
         for &idx in &job.rcpts {
-            let dsn = crate::manager::dsn_from_reason(reason).filter(|d| d.starts_with('4')).unwrap_or_else(|| "4.4.1".into());
-            self.record(&id, idx, Outcome::Deferred(Failure::local("", &dsn, reason)));
+            let dsn = crate::manager::dsn_from_reason(reason)
+                .filter(|d| d.starts_with('4'))
+                .unwrap_or_else(|| "4.4.1".into());
+            self.record(
+                &id,
+                idx,
+                Outcome::Deferred(Failure::local("", &dsn, reason)),
+            );
         }
         self.job_done(&id);
     }

@@ -130,7 +130,10 @@ fn facility_code(name: &str) -> u8 {
 pub fn init(cfg: &conf::Config, program: &str, opts: Options) {
     let sink = if cfg.maillog_file.is_empty() {
         Sink::Syslog {
-            path: PathBuf::from("/dev/log"),
+            // POSTERN_SYSLOG_SOCKET lets the tests capture syslog lines.
+            path: std::env::var_os("POSTERN_SYSLOG_SOCKET")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/dev/log")),
             sock: None,
         }
     } else {

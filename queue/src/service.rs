@@ -221,6 +221,37 @@ pub fn drop_privileges(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Loads the configuration for a command run by a user or an admin
+/// (sendmail, postqueue, postsuper, postcat). A bad value does not stop the
+/// command: it is reported on stderr and replaced by its default, so that a
+/// typo in an unrelated parameter never makes sendmail refuse a message and
+/// the queue tools keep working while the admin fixes main.cf. An
+/// unreadable main.cf is fatal: the error is printed and `Err(exit status)`
+/// returned (`unreadable_status`, e.g. 75 for sendmail so callers retry).
+///
+/// # Errors
+/// main.cf cannot be read or parsed.
+pub fn load_for_command(
+    prog: &str,
+    dir: &std::path::Path,
+    unreadable_status: i32,
+) -> Result<Config, i32> {
+    match conf::load_lenient(dir, &[]) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings.0 {
+                eprintln!("{prog}: warning: {w}; using the default");
+            }
+            Ok(cfg)
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("{prog}: fatal: {e}");
+            }
+            Err(unreadable_status)
+        }
+    }
+}
+
 /// Finds another postern program: in `dir_param` (daemon_directory or
 /// command_directory) when it is set in main.cf, else beside the running
 /// executable (a build tree or an installed tree), else in the default

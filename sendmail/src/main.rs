@@ -62,18 +62,9 @@ fn main() {
         }
     });
     let dir = conf::config_dir(dir.as_deref());
-    let cfg = match conf::load(&dir, &[]) {
+    let cfg = match queue::service::load_for_command(&prog, &dir, ex::TEMPFAIL) {
         Ok(c) => c,
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("{prog}: error: {e}");
-            }
-            eprintln!(
-                "{prog}: fatal: bad configuration in {}; run postern check",
-                dir.display()
-            );
-            std::process::exit(ex::CONFIG);
-        }
+        Err(code) => std::process::exit(code),
     };
     queue::log::init(
         &cfg,

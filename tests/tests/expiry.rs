@@ -15,9 +15,17 @@ fn delay_warning_then_expiry_bounce() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let transport = env.write_file("transport", &format!("dead.test  smtp:[127.0.0.1]:{closed}\n")).unwrap();
+    let transport = env
+        .write_file(
+            "transport",
+            &format!("dead.test  smtp:[127.0.0.1]:{closed}\n"),
+        )
+        .unwrap();
     env.set_many(&[
-        ("transport_maps", &format!("texthash:{}", transport.display())),
+        (
+            "transport_maps",
+            &format!("texthash:{}", transport.display()),
+        ),
         ("delay_warning_time", "2s"),
         ("maximal_queue_lifetime", "7s"),
         ("minimal_backoff_time", "1s"),
@@ -25,32 +33,47 @@ fn delay_warning_then_expiry_bounce() {
     ])
     .unwrap();
     env.start().unwrap();
-    env.sendmail(&["-f", "sender@contoso.test", "user@dead.test"], b"From: sender@contoso.test\nSubject: to nowhere\n\nbody\n")
-        .unwrap()
-        .ok()
-        .unwrap();
+    env.sendmail(
+        &["-f", "sender@contoso.test", "user@dead.test"],
+        b"From: sender@contoso.test\nSubject: to nowhere\n\nbody\n",
+    )
+    .unwrap()
+    .ok()
+    .unwrap();
     let warning = fake.wait_messages(1, WAIT).unwrap().remove(0);
     assert_eq!(warning.mail_from, "");
     assert_eq!(warning.rcpt_to, vec!["sender@contoso.test"]);
     let text = warning.text();
-    assert!(text.contains("Subject: Delayed Mail (still being retried)"), "{text}");
+    assert!(
+        text.contains("Subject: Delayed Mail (still being retried)"),
+        "{text}"
+    );
     assert!(text.contains("Action: delayed"), "{text}");
     assert!(text.contains("Status: 4.4.1"), "{text}");
     assert!(text.contains("Will-Retry-Until: "), "{text}");
     assert!(text.contains("Content-Type: text/rfc822-headers"), "{text}");
     env.wait_log("sender delay notification", WAIT).unwrap();
     // After maximal_queue_lifetime: returned to sender.
-    let line = env.wait_log("status=expired, returned to sender", WAIT).unwrap();
+    let line = env
+        .wait_log("status=expired, returned to sender", WAIT)
+        .unwrap();
     assert!(line.contains("from=<sender@contoso.test>"), "{line}");
     let msgs = fake.wait_messages(2, WAIT).unwrap();
     let bounce = msgs[1].text();
-    assert!(bounce.contains("Subject: Undelivered Mail Returned to Sender"), "{bounce}");
+    assert!(
+        bounce.contains("Subject: Undelivered Mail Returned to Sender"),
+        "{bounce}"
+    );
     assert!(bounce.contains("Action: failed"), "{bounce}");
     assert!(bounce.contains("Connection refused"), "{bounce}");
-    env.wait_log("sender non-delivery notification", WAIT).unwrap();
+    env.wait_log("sender non-delivery notification", WAIT)
+        .unwrap();
     // Exactly one warning and one bounce.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(fake.messages().len(), 2, "{}", fake.summary());
-    assert!(env.queue_files("deferred").is_empty(), "the expired message is still queued");
+    assert!(
+        env.queue_files("deferred").is_empty(),
+        "the expired message is still queued"
+    );
     env.stop().unwrap();
 }

@@ -255,10 +255,6 @@ registry! {
     // --- Message limits -----------------------------------------------------------
     message_size_limit: u64, Size, "10240000",
         "Largest message (headers and body, bytes) accepted; 0 means no limit.";
-    header_size_limit: i64, POSITIVE, "102400",
-        "Largest total size of a message header (bytes); longer headers are cut into the body.";
-    line_length_limit: i64, POSITIVE, "2048",
-        "Longest line (bytes) kept intact on input; longer lines are broken.";
     hopcount_limit: i64, POSITIVE, "50",
         "Largest number of Received: headers before a message is bounced as looping.";
 
@@ -287,10 +283,6 @@ registry! {
         "Which addresses sender_canonical_maps rewrites.";
     recipient_canonical_classes: Vec<String>, List, "envelope_recipient, header_recipient",
         "Which addresses recipient_canonical_maps rewrites.";
-    smtp_generic_maps: Vec<String>, Maps, "",
-        "Tables that rewrite addresses in mail leaving through the SMTP client (envelope and headers).";
-    propagate_unmatched_extensions: Vec<String>, List, "canonical, virtual",
-        "Lookup tables whose results inherit an unmatched address extension.";
     undisclosed_recipients_header: String, Text, "",
         "Header added when a message has no To: or Cc: header (empty: add none).";
     always_add_missing_headers: bool, Bool, "no",
@@ -299,8 +291,6 @@ registry! {
         "Format of an added From: header: standard is \"Name <addr>\", obsolete \"addr (Name)\".";
     empty_address_recipient: String, Text, "MAILER-DAEMON",
         "Recipient of mail addressed to the null address.";
-    smtputf8_enable: bool, Bool, "yes",
-        "Support SMTPUTF8 (UTF-8 addresses and headers).";
 
     // --- Routing ---------------------------------------------------------------------
     relayhost: String, Text, "",
@@ -365,8 +355,6 @@ registry! {
         "Recipient of undeliverable bounces (notify_classes 2bounce).";
     delay_notice_recipient: String, Text, "postmaster",
         "Recipient of postmaster copies of delay warnings (notify_classes delay).";
-    error_notice_recipient: String, Text, "postmaster",
-        "Recipient of reports of resource, software and protocol problems.";
     double_bounce_sender: String, Text, "double-bounce",
         "Sender of postmaster notices; mail to it is discarded, which ends bounce loops.";
     bounce_size_limit: i64, POSITIVE, "50000",
@@ -415,8 +403,6 @@ registry! {
         "How many times a session may be reused (0: no limit).";
     smtp_line_length_limit: i64, NONNEG, "998",
         "Longest line sent; longer lines are folded (0: no limit).";
-    smtp_pix_workaround_threshold_time: Duration, TIME_S, "500s",
-        "Accepted for Postfix compatibility; postern does not apply PIX workarounds.";
 
     // --- SMTP client TLS -----------------------------------------------------------------
     smtp_tls_security_level: String, Choice(TLS_LEVELS), "may",

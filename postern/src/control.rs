@@ -28,6 +28,22 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("postern: fatal: no command given\n{USAGE}");
         return 64;
     };
+    // `postern -c DIR mailq`, `postern -c DIR postqueue -f`: the admin tools
+    // with this configuration directory.
+    let tool_args = |first: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec!["-c".into(), dir.display().to_string()];
+        v.extend(first.iter().map(|s| s.to_string()));
+        v.extend(rest[1..].iter().cloned());
+        v
+    };
+    match cmd.as_str() {
+        "mailq" => return crate::postqueue::main(&tool_args(&["-p"])),
+        "postqueue" => return crate::postqueue::main(&tool_args(&[])),
+        "postsuper" => return crate::postsuper::main(&tool_args(&[])),
+        "postconf" => return crate::postconf::main(&tool_args(&[])),
+        "postcat" => return crate::postcat::main(&tool_args(&[])),
+        _ => {}
+    }
     match cmd.as_str() {
         "start" => start(&dir, false),
         "start-fg" => start(&dir, true),

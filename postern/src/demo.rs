@@ -51,11 +51,37 @@ fn write_config(dir: &Path) -> std::io::Result<()> {
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc)?;
     std::fs::create_dir_all(dir.join("data"))?;
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "nobody".into());
+    // The daemons run as the current user; as root they must run as an
+    // unprivileged account, which then needs to write the demo's folders.
+    let root = nix::unistd::geteuid().is_root();
+    let user = if root {
+        if nix::unistd::User::from_name("postern")
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            "postern".to_string()
+        } else {
+            "nobody".to_string()
+        }
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "nobody".into())
+    };
+    std::fs::create_dir_all(dir.join("Maildir"))?;
+    if root {
+        if let Ok(Some(u)) = nix::unistd::User::from_name(&user) {
+            for d in [dir.join("data"), dir.join("Maildir")] {
+                std::os::unix::fs::chown(&d, Some(u.uid.as_raw()), Some(u.gid.as_raw()))?;
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755))?;
+    }
     let main_cf = etc.join("main.cf");
     if !main_cf.exists() {
         let mut text = String::new();

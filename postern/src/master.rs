@@ -135,6 +135,31 @@ fn prepare_log_file(cfg: &conf::Config, uid: u32, gid: u32) -> anyhow::Result<()
     Ok(())
 }
 
+/// Creates data_directory (postern's own state outside the queue), 0700 and
+/// owned by mail_owner.
+fn prepare_data_directory(cfg: &conf::Config, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let d = Path::new(&cfg.data_directory);
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(d)
+    {
+        Ok(()) => {}
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "create data_directory {}: {e}",
+                d.display()
+            ));
+        }
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(d, Some(uid), Some(gid))
+            .with_context(|| format!("chown data_directory {}", d.display()))?;
+    }
+    Ok(())
+}
+
 /// Which programs listen on a datagram (wake-up) socket rather than a stream.
 fn wants_datagram(s: &Service) -> bool {
     matches!(s.kind, ServiceType::UnixDgram | ServiceType::Fifo)
@@ -193,6 +218,73 @@ fn bind_inet(cfg: &conf::Config, s: &Service) -> anyhow::Result<Vec<OwnedFd>> {
     Ok(out)
 }
 
+/// The processes for a master.cf: services that existed before (same name,
+/// type and listening addresses) keep their open sockets, so clients of a
+/// reloaded service only wait; new services get new sockets.
+fn build_procs(
+    cfg: &conf::Config,
+    mc: &MasterCf,
+    queue: &Queue,
+    owner: Option<(u32, u32)>,
+    mut old: Vec<Proc>,
+) -> anyhow::Result<Vec<Proc>> {
+    let mut procs = Vec::new();
+    for s in &mc.services {
+        let (program, _) = queue::service::locate_program(cfg, "daemon_directory", &s.command);
+        if !program.exists() {
+            bail!(
+                "{}:{}: service {}: program {} not found (daemon_directory is {})",
+                mc.path.display(),
+                s.line,
+                s.name,
+                program.display(),
+                cfg.daemon_directory
+            );
+        }
+        let reuse = old.iter().position(|p| {
+            p.service.name == s.name
+                && p.service.kind == s.kind
+                && wants_datagram(&p.service) == wants_datagram(s)
+                && p.service.private == s.private
+        });
+        let listeners = match reuse {
+            Some(i) if s.kind != ServiceType::Inet || same_inet(cfg, &old[i].service, s) => {
+                std::mem::take(&mut old.remove(i).listeners)
+            }
+            _ => bind_service(cfg, queue, s, owner)?,
+        };
+        procs.push(Proc {
+            service: s.clone(),
+            program,
+            listeners,
+            child: None,
+            started: Instant::now(),
+            restart_at: Some(Instant::now()),
+            backoff: Duration::from_secs(1),
+        });
+    }
+    // Services no longer in master.cf: their sockets close with them.
+    for p in old {
+        if p.service.kind != ServiceType::Inet {
+            let dir = if p.service.private && !wants_datagram(&p.service) {
+                queue.private_dir()
+            } else {
+                queue.public_dir()
+            };
+            let _ = std::fs::remove_file(dir.join(&p.service.name));
+        }
+        log::info(&format!(
+            "service {} removed from master.cf: stopped",
+            p.service.name
+        ));
+    }
+    Ok(procs)
+}
+
+fn same_inet(cfg: &conf::Config, a: &Service, b: &Service) -> bool {
+    matches!((crate::listen::inet_addresses(cfg, a), crate::listen::inet_addresses(cfg, b)), (Ok(x), Ok(y)) if x == y)
+}
+
 impl Master {
     /// Prepares everything before processes start: configuration, queue,
     /// pid lock, sockets. Errors here mean nothing was started.
@@ -211,31 +303,9 @@ impl Master {
         if let Some((uid, gid)) = owner {
             prepare_log_file(&cfg, uid, gid)?;
         }
+        prepare_data_directory(&cfg, owner)?;
         let lock = lock_pid_file(&queue)?;
-        let mut procs = Vec::new();
-        for s in mc.services {
-            let (program, _) = queue::service::locate_program(&cfg, "daemon_directory", &s.command);
-            if !program.exists() {
-                bail!(
-                    "{}:{}: service {}: program {} not found (daemon_directory is {})",
-                    mc.path.display(),
-                    s.line,
-                    s.name,
-                    program.display(),
-                    cfg.daemon_directory
-                );
-            }
-            let listeners = bind_service(&cfg, &queue, &s, owner)?;
-            procs.push(Proc {
-                service: s,
-                program,
-                listeners,
-                child: None,
-                started: Instant::now(),
-                restart_at: Some(Instant::now()),
-                backoff: Duration::from_secs(1),
-            });
-        }
+        let procs = build_procs(&cfg, &mc, &queue, owner, Vec::new())?;
         Ok(Master {
             dir: dir.to_path_buf(),
             cfg,
@@ -426,19 +496,54 @@ impl Master {
                     "reload refused: the configuration has errors (see above); still running the old configuration",
                 );
             }
-            Ok((cfg, _)) => {
+            Ok((cfg, mc)) => {
                 log::info(&format!(
                     "reload -- version {}, configuration {}",
                     cfg.mail_version,
                     self.dir.display()
                 ));
-                self.cfg = cfg;
                 // Restart processes so they read the new configuration; the
-                // sockets stay open, so clients only wait.
+                // sockets of unchanged services stay open, so clients only wait.
                 self.stop_all(Duration::from_secs(10));
-                for p in &mut self.procs {
-                    p.restart_at = Some(Instant::now());
-                    p.backoff = Duration::from_secs(1);
+                let owner = if nix::unistd::geteuid().is_root() {
+                    queue::service::mail_owner_ids(&cfg).ok()
+                } else {
+                    None
+                };
+                let old = std::mem::take(&mut self.procs);
+                let keep: Vec<(Service, PathBuf)> = old
+                    .iter()
+                    .map(|p| (p.service.clone(), p.program.clone()))
+                    .collect();
+                match build_procs(&cfg, &mc, &self.queue, owner, old) {
+                    Ok(procs) => {
+                        self.procs = procs;
+                        self.cfg = cfg;
+                    }
+                    Err(e) => {
+                        log::log(
+                            log::Level::Error,
+                            &format!("reload: {e:#}; restarting the services of the old master.cf"),
+                        );
+                        // Rebind what we can of the old set.
+                        for (service, program) in keep {
+                            match bind_service(&self.cfg, &self.queue, &service, owner) {
+                                Ok(listeners) => self.procs.push(Proc {
+                                    service,
+                                    program,
+                                    listeners,
+                                    child: None,
+                                    started: Instant::now(),
+                                    restart_at: Some(Instant::now()),
+                                    backoff: Duration::from_secs(1),
+                                }),
+                                Err(e) => log::log(
+                                    log::Level::Error,
+                                    &format!("service {}: {e:#}", service.name),
+                                ),
+                            }
+                        }
+                    }
                 }
             }
         }

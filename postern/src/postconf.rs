@@ -9,7 +9,7 @@ use conf::params::PARAMS;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> i32 {
-    let (opts, names) = match getopt::parse(args, "c:dehmnxMX#vpo") {
+    let (opts, names) = match getopt::parse(args, "c:dehmnxMX#vpo:") {
         Ok(x) => x,
         Err(e) => {
             eprintln!("postconf: fatal: {e}");
@@ -17,6 +17,7 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let mut dir: Option<PathBuf> = None;
+    let mut overrides: Vec<(String, String)> = Vec::new();
     let (
         mut defaults,
         mut edit,
@@ -42,6 +43,19 @@ pub fn main(args: &[String]) -> i32 {
             'M' => master = true,
             'X' => remove = true,
             '#' => comment = true,
+            'o' => {
+                // -o name=value: override for this command only (display).
+                let Some(v) = v else { continue };
+                match v.split_once('=') {
+                    Some((n, val)) => {
+                        overrides.push((n.trim().to_string(), val.trim().to_string()))
+                    }
+                    None => {
+                        eprintln!("postconf: fatal: -o requires name=value, got \"{v}\"");
+                        return 64;
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -89,7 +103,11 @@ pub fn main(args: &[String]) -> i32 {
             conf::params::Config::defaults()
         }
     };
-    let resolver = conf::params::Resolver::new(&mc, &[]);
+    let ov: Vec<(String, String, conf::Origin)> = overrides
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone(), conf::Origin::CommandLine))
+        .collect();
+    let resolver = conf::params::Resolver::new(&mc, &ov);
     let show = |name: &str| -> Option<String> {
         if defaults {
             if let Some(v) = conf::params::computed_default(name) {

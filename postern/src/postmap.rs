@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 pub fn main(args: &[String], aliases: bool) -> i32 {
     let prog = if aliases { "postalias" } else { "postmap" };
-    let (opts, operands) = match getopt::parse(args, "c:fiNnoprsUvwq:") {
+    let (opts, operands) = match getopt::parse(args, "c:fiNnoprUvwq:") {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{prog}: fatal: {e}");
@@ -58,12 +58,30 @@ pub fn main(args: &[String], aliases: bool) -> i32 {
             eprintln!("{prog}: warning: {w}");
         }
         if let Some(key) = &query {
-            let key = if key == "-" {
-                String::new()
-            } else {
-                key.clone()
-            };
-            match table.lookup(&key) {
+            if key == "-" {
+                // Keys on standard input; print "key<TAB>value" for each found.
+                use std::io::BufRead;
+                let mut found = false;
+                for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                    let k = line.trim();
+                    if k.is_empty() {
+                        continue;
+                    }
+                    match table.lookup(k) {
+                        Ok(Some(v)) => {
+                            println!("{k}\t{v}");
+                            found = true;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            eprintln!("{prog}: fatal: {e}");
+                            return 2;
+                        }
+                    }
+                }
+                return if found { 0 } else { 1 };
+            }
+            match table.lookup(key) {
                 Ok(Some(v)) => {
                     println!("{v}");
                     return 0;

@@ -153,7 +153,7 @@ const TABLE: &[Entry] = &[
         dsn: "4.3.2",
         contains: "concurrent connections",
         treatment: Treatment::Normal,
-        help: "More than 3 connections submitted as this mailbox at once. Lower smtp_account_concurrency_limit (or smtp_destination_concurrency_limit); postern retries later.",
+        help: "More than 3 connections submitted as this mailbox at once. Lower smtp_destination_concurrency_limit to 3 or less; postern retries later.",
     },
     Entry {
         dsn: "4.3.2",

@@ -231,11 +231,16 @@ fn log_as(l: &Logger, ident: &str, pid: u32, level: Level, text: &str) {
                     None => break,
                 }
             }
-            // No syslog daemon: do not lose problems silently.
-            if level != Level::Info && l.stderr_name.is_none() {
+            // No syslog daemon (a container, a minimal system): a daemon
+            // writes the line to stderr, which `postern start-fg` passes to
+            // its own (the journal or the container log); nothing is lost
+            // silently.
+            if l.stderr_name.is_none() {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "{ident}[{pid}]: {}{clean}",
+                    "{} {} {ident}[{pid}]: {}{clean}",
+                    crate::time::file_stamp(now),
+                    l.host,
                     level.prefix()
                 );
             }
@@ -246,7 +251,10 @@ fn log_as(l: &Logger, ident: &str, pid: u32, level: Level, text: &str) {
             ino,
             checked,
         } => {
-            if file.is_some() && checked.elapsed() > Duration::from_secs(1) {
+            if file.is_some()
+                && checked.elapsed() > Duration::from_secs(1)
+                && !path.starts_with("/dev/")
+            {
                 *checked = Instant::now();
                 let same = std::fs::metadata(&*path)
                     .map(|m| m.ino() == *ino)
@@ -256,10 +264,7 @@ fn log_as(l: &Logger, ident: &str, pid: u32, level: Level, text: &str) {
                 }
             }
             if file.is_none()
-                && let Ok(f) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&*path)
+                && let Ok(f) = open_log_file(path)
             {
                 *ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
                 *file = Some(f);
@@ -291,6 +296,21 @@ fn log_as(l: &Logger, ident: &str, pid: u32, level: Level, text: &str) {
                 );
             }
         }
+    }
+}
+
+/// Opens maillog_file for appending. `/dev/stdout` and `/dev/stderr` use
+/// the inherited descriptors (as Postfix's container recipe expects), so a
+/// daemon running as mail_owner needs no permission on the terminal.
+fn open_log_file(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::fd::AsFd;
+    match path.to_str() {
+        Some("/dev/stdout") => Ok(File::from(std::io::stdout().as_fd().try_clone_to_owned()?)),
+        Some("/dev/stderr") => Ok(File::from(std::io::stderr().as_fd().try_clone_to_owned()?)),
+        _ => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path),
     }
 }
 

@@ -134,6 +134,7 @@ impl TestEnv {
         let p = |p: &Path| p.display().to_string();
         let main_cf = [
             ("queue_directory", p(&spool)),
+            ("data_directory", p(&root.join("data"))),
             ("maillog_file", p(&maillog)),
             ("myhostname", "relay.test.example".into()),
             ("inet_protocols", "ipv4".into()),

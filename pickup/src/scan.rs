@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 /// program may write maildrop files directly, without the rename).
 const GRACE: Duration = Duration::from_secs(60);
 /// Messages written per directory fsync.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 pub fn run(started: Started) -> anyhow::Result<()> {
     let Started {
@@ -87,32 +87,90 @@ fn wake_socket(queue: &Queue, mut listeners: Vec<OwnedFd>) -> anyhow::Result<Uni
 }
 
 /// Processes up to one batch; returns true when more files may be waiting.
+/// The batch's queue files are written first, fsynced together (one
+/// journal commit for the batch), renamed to their IDs, and made durable
+/// with one directory fsync; only then are the maildrop originals removed.
 fn scan_once(cfg: &conf::Config, queue: &Queue, cleanup: &Cleanup) -> anyhow::Result<bool> {
     let mut names = queue
         .list(QueueName::Maildrop)
         .with_context(|| format!("read {}", queue.dir(QueueName::Maildrop).display()))?;
     names.sort();
     let more = names.len() > BATCH;
-    let mut done: Vec<(String, String)> = Vec::new(); // (maildrop name, queue id)
+    let mut used = std::collections::HashSet::new();
+    let mut prepared: Vec<(String, Prepared)> = Vec::new();
+    let mut spares = queue::spare::Spares::new(queue);
     for name in names.into_iter().take(BATCH) {
         let path = queue.dir(QueueName::Maildrop).join(&name);
-        match pick(cfg, queue, cleanup, &path) {
-            Ok(Some(id)) => done.push((name, id)),
+        let mut id = queue::QueueId::now();
+        while !used.insert(id) {
+            id = id.next();
+        }
+        match prepare(cfg, queue, cleanup, &path, id, &mut spares) {
+            Ok(Some(p)) => prepared.push((name, p)),
             Ok(None) => {}
             Err(e) => log::warning(&format!("maildrop file {name}: {e:#}")),
         }
     }
-    if done.is_empty() {
+    if prepared.is_empty() {
         return Ok(false);
+    }
+    let fins: Vec<&queue::write::Finished> = prepared.iter().map(|(_, p)| &p.file).collect();
+    queue::write::sync_files(&fins).context("fsync new queue files")?;
+    let mut done: Vec<String> = Vec::new();
+    for (name, p) in prepared {
+        let Prepared {
+            file,
+            id,
+            uid,
+            sender,
+            message_id,
+        } = p;
+        match file.rename_as_id(id) {
+            Ok(()) => {
+                log_accepted(id, uid, &sender, message_id.as_deref());
+                done.push(name);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // The ID is taken: process this one alone with a fresh ID.
+                let path = queue.dir(QueueName::Maildrop).join(&name);
+                match pick(cfg, queue, cleanup, &path) {
+                    Ok(Some(_)) => done.push(name),
+                    Ok(None) => {}
+                    Err(e) => log::warning(&format!("maildrop file {name}: {e:#}")),
+                }
+            }
+            Err(e) => log::warning(&format!("maildrop file {name}: rename into incoming/: {e}")),
+        }
+    }
+    if done.is_empty() {
+        return Ok(more);
     }
     // One directory fsync makes all new names durable; only then may the
     // maildrop originals go.
     queue::write::fsync_dir(&queue.dir(QueueName::Incoming)).context("fsync incoming/")?;
-    for (name, _) in &done {
+    for name in &done {
         let _ = std::fs::remove_file(queue.dir(QueueName::Maildrop).join(name));
     }
     queue::wake::wake(queue, "qmgr", &[queue::wake::NEW_MAIL]);
     Ok(more)
+}
+
+fn log_accepted(id: queue::QueueId, uid: u32, sender: &str, message_id: Option<&str>) {
+    log::info(&format!("{id}: uid={uid} from=<{sender}>"));
+    match message_id {
+        Some(m) => log::info(&format!("{id}: message-id={m}")),
+        None => log::info(&format!("{id}: message-id=<>")),
+    }
+}
+
+/// A maildrop file turned into a queue file that is written but not yet
+/// fsynced or renamed.
+struct Prepared {
+    file: queue::write::Finished,
+    id: queue::QueueId,
+    uid: u32,
+    sender: String,
+    message_id: Option<String>,
 }
 
 /// Reads one maildrop file defensively.
@@ -144,14 +202,17 @@ fn open_hostile(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, std::fs::M
     Ok((bytes, meta))
 }
 
-/// Processes one file; returns the new queue ID, or None when the file was
-/// skipped (young and incomplete) or discarded.
-fn pick(
+/// Reads, checks and cleans up one maildrop file and writes its queue file
+/// under ID `id` (not yet fsynced or renamed); None when the file was
+/// skipped (young and incomplete) or set aside.
+fn prepare(
     cfg: &conf::Config,
     queue: &Queue,
     cleanup: &Cleanup,
     path: &Path,
-) -> anyhow::Result<Option<String>> {
+    id: queue::QueueId,
+    spares: &mut queue::spare::Spares,
+) -> anyhow::Result<Option<Prepared>> {
     let limit = if cfg.message_size_limit == 0 {
         u64::MAX / 2
     } else {
@@ -200,23 +261,41 @@ fn pick(
     env.set_attr("uid", uid.to_string());
     env.set_attr("protocol", "local");
     validate_addresses(&mut env, uid);
+    let out = cleanup
+        .process(env, qf.content(), Some(&local), id, extract)
+        .map_err(|e| anyhow::anyhow!("lookup failed, will retry: {e}"))?;
+    let mut draft = queue::write::Draft::create_reusing(&queue.dir(QueueName::Incoming), spares)
+        .context("create queue file in incoming/")?;
+    draft.write_envelope(&out.env)?;
+    draft.write_content(&out.content)?;
+    let file = draft.finish_unsynced().context("write queue file")?;
+    Ok(Some(Prepared {
+        file,
+        id,
+        uid,
+        sender: qf.envelope.sender.clone(),
+        message_id: out.message_id,
+    }))
+}
+
+/// Processes one file completely (fsync, rename with a free ID, directory
+/// fsync left to the caller); returns the new queue ID.
+fn pick(
+    cfg: &conf::Config,
+    queue: &Queue,
+    cleanup: &Cleanup,
+    path: &Path,
+) -> anyhow::Result<Option<String>> {
     let mut id = queue::QueueId::now();
     for _ in 0..100 {
-        let out = cleanup
-            .process(env.clone(), qf.content(), Some(&local), id, extract)
-            .map_err(|e| anyhow::anyhow!("lookup failed, will retry: {e}"))?;
-        let mut draft = queue::write::Draft::create(&queue.dir(QueueName::Incoming), 0o600)
-            .context("create queue file in incoming/")?;
-        draft.write_envelope(&out.env)?;
-        draft.write_content(&out.content)?;
-        let fin = draft.finish().context("write queue file")?;
-        match fin.rename_as_id(id) {
+        let mut spares = queue::spare::Spares::new(queue);
+        let Some(p) = prepare(cfg, queue, cleanup, path, id, &mut spares)? else {
+            return Ok(None);
+        };
+        queue::write::sync_files(&[&p.file]).context("fsync queue file")?;
+        match p.file.rename_as_id(id) {
             Ok(()) => {
-                log::info(&format!("{id}: uid={uid} from=<{}>", qf.envelope.sender));
-                match &out.message_id {
-                    Some(m) => log::info(&format!("{id}: message-id={m}")),
-                    None => log::info(&format!("{id}: message-id=<>")),
-                }
+                log_accepted(id, p.uid, &p.sender, p.message_id.as_deref());
                 return Ok(Some(id.to_string()));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id = id.next(),

@@ -96,6 +96,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         }
     };
     let maxproc = master_maxproc(&cfg);
+    let queue_for_recycler = queue.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut m = Manager {
         cfg,
@@ -118,6 +119,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         maxproc,
         transport_inflight: HashMap::new(),
         incoming_backlog: false,
+        recycler: queue::spare::Recycler::new(&queue_for_recycler),
     };
     m.reconcile();
     log::info(&format!(

@@ -128,6 +128,8 @@ pub struct Manager {
     pub transport_inflight: HashMap<String, usize>,
     /// Incoming files seen but not taken in (active limit reached).
     pub incoming_backlog: bool,
+    /// Where finished queue files go (the spare pool, or unlinked).
+    pub recycler: queue::spare::Recycler,
 }
 
 fn now_us() -> i64 {
@@ -477,7 +479,9 @@ impl Manager {
         }
         if deferred.is_empty() {
             // Everything done.
-            if let Err(e) = std::fs::remove_file(self.queue.path(QueueName::Active, id))
+            if let Err(e) = self
+                .recycler
+                .retire(&self.queue.path(QueueName::Active, id))
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 log::warning(&format!("{id}: cannot remove queue file: {e}"));

@@ -92,6 +92,11 @@ impl Queue {
         self.root.join("public")
     }
 
+    /// Pool of recycled queue files (see [`crate::spare`]).
+    pub fn spare_dir(&self) -> PathBuf {
+        self.root.join("spare")
+    }
+
     /// Directory of pid files.
     pub fn pid_dir(&self) -> PathBuf {
         self.root.join("pid")
@@ -120,6 +125,7 @@ impl Queue {
             dirs.push((self.dir(q), mode));
         }
         dirs.push((self.private_dir(), 0o700));
+        dirs.push((self.spare_dir(), 0o700));
         dirs.push((self.public_dir(), 0o755));
         dirs.push((self.pid_dir(), 0o755));
         for (d, mode) in dirs {

@@ -19,6 +19,7 @@ pub mod index;
 pub mod layout;
 pub mod log;
 pub mod service;
+pub mod spare;
 pub mod time;
 pub mod wake;
 pub mod write;

@@ -27,6 +27,7 @@ pub mod edit;
 pub mod error;
 pub mod expand;
 pub mod maincf;
+pub mod mynetworks;
 pub mod mastercf;
 pub mod nexthop;
 pub mod params;

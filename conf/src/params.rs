@@ -360,6 +360,122 @@ registry! {
     bounce_size_limit: i64, POSITIVE, "50000",
         "Largest amount of the original message (bytes) returned in a bounce.";
 
+    // --- SMTP server (smtpd) ---------------------------------------------------------------
+    smtpd_banner: String, Text, "$myhostname ESMTP $mail_name",
+        "Text after the 220 code of the SMTP server's greeting.";
+    mynetworks: Vec<String>, List, "",
+        "Trusted clients (network/prefix, [ipv6]/prefix, type:table) that may relay; default: per mynetworks_style.";
+    mynetworks_style: String, Choice(&["host", "subnet", "class"]), "host",
+        "Default mynetworks: host (this machine's addresses only), subnet (its local subnets) or class.";
+    parent_domain_matches_subdomains: Vec<String>, List, "debug_peer_list, fast_flush_domains, mynetworks, permit_mx_backup_networks, qmqpd_authorized_clients, relay_domains, smtpd_access_maps",
+        "Features where example.com also matches subdomains (otherwise write .example.com).";
+    smtpd_delay_reject: bool, Bool, "yes",
+        "Evaluate client, HELO and sender restrictions at RCPT TO, so rejections name the recipient.";
+    smtpd_client_restrictions: Vec<String>, List, "",
+        "Restrictions applied to the client's address and name.";
+    smtpd_helo_restrictions: Vec<String>, List, "",
+        "Restrictions applied to the HELO/EHLO name.";
+    smtpd_sender_restrictions: Vec<String>, List, "",
+        "Restrictions applied to the MAIL FROM address.";
+    smtpd_relay_restrictions: Vec<String>, List, "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+        "Relay control, applied at RCPT TO before smtpd_recipient_restrictions.";
+    smtpd_recipient_restrictions: Vec<String>, List, "",
+        "Restrictions applied to each RCPT TO address, after smtpd_relay_restrictions.";
+    smtpd_data_restrictions: Vec<String>, List, "",
+        "Restrictions applied to the DATA and BDAT commands.";
+    smtpd_helo_required: bool, Bool, "no",
+        "Require HELO or EHLO before MAIL FROM.";
+    smtpd_null_access_lookup_key: String, Text, "<>",
+        "Key looked up in access tables for the null sender.";
+    strict_rfc821_envelopes: bool, Bool, "no",
+        "Require <> around MAIL FROM and RCPT TO addresses and no comments.";
+    disable_vrfy_command: bool, Bool, "yes",
+        "Refuse VRFY (postern's default differs from Postfix: a relay has nobody to verify).";
+    smtpd_recipient_limit: i64, POSITIVE, "1000",
+        "Most recipients accepted per message.";
+    smtpd_timeout: Duration, TIME_S, "300s",
+        "Time limit for reading a client command or data, and for sending a reply.";
+    smtpd_starttls_timeout: Duration, TIME_S, "300s",
+        "Time limit for the TLS handshake after STARTTLS or at connect (wrapper mode).";
+    smtpd_hard_error_limit: i64, POSITIVE, "20",
+        "Errors after which the server disconnects.";
+    smtpd_soft_error_limit: i64, NONNEG, "10",
+        "Errors after which each error reply is delayed by smtpd_error_sleep_time.";
+    smtpd_error_sleep_time: Duration, TIME_S, "1s",
+        "Delay of error replies once smtpd_soft_error_limit is reached.";
+    smtpd_junk_command_limit: i64, POSITIVE, "100",
+        "Most NOOP, VRFY, ETRN and RSET commands per session that do not count as errors.";
+    line_length_limit: i64, POSITIVE, "2048",
+        "Longest SMTP command line accepted; longer message lines are split.";
+    header_size_limit: i64, POSITIVE, "102400",
+        "Largest message header block (bytes) that is parsed; the rest is treated as body.";
+    smtpd_client_connection_count_limit: i64, NONNEG, "50",
+        "Most simultaneous connections from one client address (0: no limit).";
+    smtpd_client_connection_rate_limit: i64, NONNEG, "0",
+        "Most connections one client may make per anvil_rate_time_unit (0: no limit).";
+    smtpd_client_message_rate_limit: i64, NONNEG, "0",
+        "Most messages one client may send per anvil_rate_time_unit (0: no limit).";
+    smtpd_client_auth_rate_limit: i64, NONNEG, "0",
+        "Most AUTH commands one client may send per anvil_rate_time_unit (0: no limit).";
+    smtpd_client_auth_failure_limit: i64, NONNEG, "5",
+        "Most failed AUTH attempts per client per anvil_rate_time_unit before AUTH is refused (0: no limit).";
+    smtpd_client_event_limit_exceptions: Vec<String>, List, "$mynetworks",
+        "Clients exempt from the connection, rate and message limits (not from the failed-AUTH limit).";
+    anvil_rate_time_unit: Duration, TIME_S, "60s",
+        "Time unit of the per-client rate limits.";
+    smtpd_forbid_bare_newline: String, Choice(&["normalize", "yes", "reject", "no"]), "normalize",
+        "Bare LF in SMTP input: normalize (accept as line end; only CRLF.CRLF ends DATA), reject it, or no.";
+    smtpd_forbid_bare_newline_exclusions: Vec<String>, List, "",
+        "Clients excluded from smtpd_forbid_bare_newline (postern's default: none, even $mynetworks).";
+    smtpd_forbid_bare_newline_reject_code: i64, Int { min: 400, max: 599 }, "550",
+        "Reply code when smtpd_forbid_bare_newline = reject refuses a message.";
+    smtpd_upstream_proxy_protocol: String, Choice(&["", "haproxy"]), "",
+        "Expect the haproxy PROXY protocol (v1 or v2) from a load balancer before SMTP.";
+    smtpd_upstream_proxy_timeout: Duration, TIME_S, "5s",
+        "Time limit for reading the PROXY protocol header.";
+    smtpd_peername_lookup: bool, Bool, "yes",
+        "Look up the client's host name (reverse DNS, confirmed by a forward lookup).";
+    smtputf8_enable: bool, Bool, "yes",
+        "Offer SMTPUTF8 (UTF-8 addresses and headers).";
+    local_header_rewrite_clients: Vec<String>, List, "permit_mynetworks, permit_sasl_authenticated",
+        "Clients whose messages get missing Date, Message-Id and From headers added and header addresses rewritten.";
+
+    // --- SMTP server TLS --------------------------------------------------------------------
+    smtpd_tls_security_level: String, Choice(&["none", "may", "encrypt"]), "may",
+        "TLS for incoming mail: none, may (offer STARTTLS when a certificate is configured) or encrypt (require it).";
+    smtpd_tls_cert_file: String, Text, "",
+        "Server certificate (PEM, with intermediate certificates after it); postern tls new-cert makes one.";
+    smtpd_tls_key_file: String, Text, "$smtpd_tls_cert_file",
+        "Private key (PEM) of smtpd_tls_cert_file.";
+    smtpd_tls_protocols: String, Text, ">=TLSv1.2",
+        "TLS protocols offered at the may level; e.g. >=TLSv1 on one listener for an old device.";
+    smtpd_tls_mandatory_protocols: String, Text, ">=TLSv1.2",
+        "TLS protocols allowed at the encrypt level and in wrapper mode.";
+    smtpd_tls_ciphers: String, Choice(&["high", "medium", "low", "export", "null"]), "medium",
+        "Cipher grade at the may level.";
+    smtpd_tls_mandatory_ciphers: String, Choice(&["high", "medium", "low", "export", "null"]), "medium",
+        "Cipher grade at the encrypt level and in wrapper mode.";
+    smtpd_tls_wrappermode: bool, Bool, "no",
+        "Implicit TLS (SMTPS, port 465): the handshake starts at connect.";
+    smtpd_tls_loglevel: i64, Int { min: 0, max: 4 }, "1",
+        "TLS logging: 1 logs each connection's protocol and cipher (postern's default; Postfix's is 0).";
+    smtpd_tls_received_header: bool, Bool, "no",
+        "Add the TLS protocol and cipher to the Received: header.";
+    smtpd_tls_auth_only: bool, Bool, "yes",
+        "Offer AUTH only inside TLS (postern's default; Postfix's is no).";
+
+    // --- SMTP server authentication ----------------------------------------------------------
+    smtpd_sasl_auth_enable: bool, Bool, "no",
+        "Offer AUTH (PLAIN, LOGIN) against smtpd_sasl_password_file.";
+    smtpd_sasl_password_file: String, Text, "$config_directory/smtpd_passwd",
+        "postern's own user file for inbound AUTH (user:hashed password); postern passwd manages it.";
+    smtpd_sasl_security_options: Vec<String>, List, "noanonymous",
+        "SASL restrictions without TLS (noplaintext keeps PLAIN and LOGIN out of plaintext sessions).";
+    smtpd_sasl_tls_security_options: Vec<String>, List, "$smtpd_sasl_security_options",
+        "SASL restrictions inside TLS.";
+    smtpd_sasl_authenticated_header: bool, Bool, "no",
+        "Name the authenticated user in the Received: header.";
+
     // --- SMTP client -----------------------------------------------------------------------
     smtp_helo_name: String, Text, "$myhostname",
         "Host name sent in the SMTP EHLO or HELO command.";
@@ -536,6 +652,13 @@ impl Resolver {
         }
         if let Some(v) = self.main.get(name) {
             return Some(v.clone());
+        }
+        if name == "mynetworks" {
+            // Postfix computes the default from mynetworks_style and the
+            // machine's interfaces.
+            let style = self.get("mynetworks_style").ok().flatten().unwrap_or_default();
+            let v = crate::mynetworks::default_for(style.trim(), &crate::mynetworks::interface_addresses());
+            return Some((v, Origin::Default));
         }
         if name == "mydomain" {
             // Postfix derives mydomain from the configured myhostname.

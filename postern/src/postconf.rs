@@ -116,6 +116,10 @@ pub fn main(args: &[String]) -> i32 {
             if name == "mydomain" {
                 return Some(cfg.mydomain.clone());
             }
+            if name == "mynetworks" {
+                // Computed from mynetworks_style and the interfaces.
+                return conf::params::Resolver::default().raw(name).map(|(v, _)| v);
+            }
             if name == "config_directory" {
                 return Some(dir.display().to_string());
             }

@@ -34,6 +34,39 @@ pub struct Local {
     pub fullname: Option<String>,
 }
 
+/// How the header block of one message is treated.
+#[derive(Debug, Clone)]
+pub struct HeaderContext<'a> {
+    /// A local submission (sendmail): its Received: header, Bcc removal,
+    /// the user's full name.
+    pub local: Option<&'a Local>,
+    /// A complete Received: header to prepend (smtpd), CRLF-terminated.
+    pub received: Option<String>,
+    /// Rewrite header addresses with the canonical maps
+    /// (local_header_rewrite_clients).
+    pub rewrite_addresses: bool,
+    /// Add missing Message-Id, Date and From headers
+    /// (local_header_rewrite_clients, always_add_missing_headers).
+    pub add_missing: bool,
+    /// sendmail -t: Resent-Bcc goes too.
+    pub extract: bool,
+    /// The queue ID of the message.
+    pub id: QueueId,
+    /// Time stamp for added headers.
+    pub now: SystemTime,
+}
+
+/// A rewritten header block.
+#[derive(Debug, Clone)]
+pub struct Headers {
+    /// The header block, ending with the empty line.
+    pub bytes: Vec<u8>,
+    /// The Message-ID, existing or added.
+    pub message_id: Option<String>,
+    /// True when the Message-ID was added.
+    pub message_id_added: bool,
+}
+
 /// The result of cleanup.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -322,26 +355,18 @@ impl Cleanup {
         Ok(())
     }
 
-    /// Cleans up one message. `id` is the queue ID the file will get (it
-    /// appears in the Received: and Message-Id: headers).
+    /// Rewrites the envelope: the sender is qualified and canonicalized;
+    /// each recipient is qualified, canonicalized and expanded through
+    /// virtual_alias_maps and alias_maps (with its original address kept as
+    /// ORCPT).
     ///
     /// # Errors
     /// A lookup table that cannot be read: try again later.
-    pub fn process(
-        &self,
-        mut env: Envelope,
-        content: &[u8],
-        local: Option<&Local>,
-        id: QueueId,
-        extract: bool,
-    ) -> Result<Output, CleanupError> {
-        let now = SystemTime::now();
-        // Envelope sender.
+    pub fn rewrite_envelope(&self, mut env: Envelope) -> Result<Envelope, CleanupError> {
         if !env.sender.is_empty() {
             let s = self.qualify(&env.sender);
             env.sender = self.canonical(&s, true)?;
         }
-        // Envelope recipients.
         let mut rcpts: Vec<Recipient> = Vec::new();
         for r in std::mem::take(&mut env.recipients) {
             let q = self.qualify(&r.addr);
@@ -364,26 +389,43 @@ impl Cleanup {
             }
         }
         env.recipients = rcpts;
+        Ok(env)
+    }
 
-        // Headers.
-        let hend = header::header_end(content).unwrap_or(content.len());
-        let (head, body) = content.split_at(hend);
+    /// Rewrites a message's header block (`head`, as returned up to
+    /// [`proto::header::header_end`], blank line included or not) and
+    /// returns the new header block *including* the blank line that ends
+    /// it. Recipients get an error route when the message has looped.
+    ///
+    /// # Errors
+    /// A lookup table that cannot be read: try again later.
+    pub fn rewrite_headers(
+        &self,
+        head: &[u8],
+        env: &mut Envelope,
+        ctx: &HeaderContext<'_>,
+    ) -> Result<Headers, CleanupError> {
+        let now = ctx.now;
+        let local = ctx.local;
         let headers = header::parse_headers(head);
-        let mut out: Vec<u8> = Vec::with_capacity(content.len() + 512);
-        let add_missing = local.is_some() || self.cfg.always_add_missing_headers;
-        if let Some(l) = local {
+        let mut out: Vec<u8> = Vec::with_capacity(head.len() + 512);
+        if let Some(received) = &ctx.received {
+            out.extend_from_slice(received.as_bytes());
+        } else if let Some(l) = local {
             out.extend_from_slice(
                 format!(
                     "Received: by {} ({}, from userid {})\r\n\tid {}; {}\r\n",
                     self.cfg.myhostname,
                     self.cfg.mail_name,
                     l.uid,
-                    id,
+                    ctx.id,
                     crate::time::rfc2822_date(now)
                 )
                 .as_bytes(),
             );
         }
+        let rewrite = ctx.rewrite_addresses || local.is_some();
+        let add_missing = ctx.add_missing || local.is_some() || self.cfg.always_add_missing_headers;
         let mut seen_mid = None;
         let mut seen_date = false;
         let mut seen_from = false;
@@ -399,12 +441,12 @@ impl Cleanup {
                 "to" | "cc" => seen_to = true,
                 _ => {}
             }
-            if local.is_some() && (lname == "bcc" || (extract && lname == "resent-bcc")) {
+            if local.is_some() && (lname == "bcc" || (ctx.extract && lname == "resent-bcc")) {
                 continue;
             }
             let class = address_class(&lname);
             match class {
-                Some(sender) if local.is_some() || self.has_header_rewrite() => {
+                Some(sender) if rewrite && (local.is_some() || self.has_header_rewrite()) => {
                     match self.rewrite_header(h, sender, local.is_some())? {
                         Some(new) => out.extend_from_slice(new.as_bytes()),
                         None => out.extend_from_slice(h.raw),
@@ -431,7 +473,7 @@ impl Cleanup {
                 let mid = format!(
                     "<{}.{}@{}>",
                     crate::time::message_id_stamp(now),
-                    id,
+                    ctx.id,
                     self.cfg.myhostname
                 );
                 out.extend_from_slice(format!("Message-Id: {mid}\r\n").as_bytes());
@@ -466,18 +508,54 @@ impl Cleanup {
                 out.extend_from_slice(b"\r\n");
             }
         }
-        // Header/body separator: keep the original one, or add one when the
-        // message had none (body only, or headers only).
-        let body_has_sep = body.starts_with(b"\r\n") || body.starts_with(b"\n");
-        if !body_has_sep {
-            out.extend_from_slice(b"\r\n");
-        }
+        // Exactly one empty line ends the header block: the original one
+        // was part of `head` (and is not a header), and a message without
+        // one (body only, headers only, or a body that starts with a
+        // non-header line) gets one, as MIME needs.
+        out.extend_from_slice(b"\r\n");
+        Ok(Headers {
+            bytes: out,
+            message_id,
+            message_id_added,
+        })
+    }
+
+    /// Cleans up one message held in memory (pickup): envelope, then the
+    /// header block, then the body unchanged. `id` is the queue ID the file
+    /// will get (it appears in the Received: and Message-Id: headers).
+    ///
+    /// # Errors
+    /// A lookup table that cannot be read: try again later.
+    pub fn process(
+        &self,
+        env: Envelope,
+        content: &[u8],
+        local: Option<&Local>,
+        id: QueueId,
+        extract: bool,
+    ) -> Result<Output, CleanupError> {
+        let mut env = self.rewrite_envelope(env)?;
+        let hend = header::header_end(content).unwrap_or(content.len());
+        let (head, body) = content.split_at(hend);
+        let ctx = HeaderContext {
+            local,
+            received: None,
+            // Local submissions and the drop folder: always "local" clients.
+            rewrite_addresses: true,
+            add_missing: local.is_some(),
+            extract,
+            id,
+            now: SystemTime::now(),
+        };
+        let h = self.rewrite_headers(head, &mut env, &ctx)?;
+        let mut out = h.bytes;
+        out.reserve(body.len());
         out.extend_from_slice(body);
         Ok(Output {
             env,
             content: out,
-            message_id,
-            message_id_added,
+            message_id: h.message_id,
+            message_id_added: h.message_id_added,
         })
     }
 
@@ -803,6 +881,34 @@ mod tests {
             .unwrap();
         let text = String::from_utf8(out.content).unwrap();
         assert!(text.ends_with("\r\n\r\njust a line\r\n"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_first_body_line_survives() {
+        let c = Cleanup::new(&cfg("")).unwrap();
+        let out = c
+            .process(
+                env("u", &["a@x.com"]),
+                b"Subject: s\r\n\r\n\r\nafter an empty line\r\n",
+                None,
+                QueueId::now(),
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            out.content,
+            b"Subject: s\r\n\r\n\r\nafter an empty line\r\n"
+        );
+        let out = c
+            .process(
+                env("u", &["a@x.com"]),
+                b"Subject: headers only\r\n",
+                None,
+                QueueId::now(),
+                false,
+            )
+            .unwrap();
+        assert_eq!(out.content, b"Subject: headers only\r\n\r\n");
     }
 
     #[test]

@@ -21,12 +21,20 @@ pub fn interface_addresses() -> Vec<IfAddr> {
         return out;
     };
     for a in addrs {
-        let (Some(addr), Some(mask)) = (a.address, a.netmask) else { continue };
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
         if let (Some(sin), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-            out.push(IfAddr { addr: IpAddr::V4(sin.ip()), prefix: u32::from(m.ip()).count_ones() as u8 });
+            out.push(IfAddr {
+                addr: IpAddr::V4(sin.ip()),
+                prefix: u32::from(m.ip()).count_ones() as u8,
+            });
         } else if let (Some(sin6), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
             let bits: u32 = m.ip().octets().iter().map(|b| b.count_ones()).sum();
-            out.push(IfAddr { addr: IpAddr::V6(sin6.ip()), prefix: bits as u8 });
+            out.push(IfAddr {
+                addr: IpAddr::V6(sin6.ip()),
+                prefix: bits as u8,
+            });
         }
     }
     out
@@ -35,11 +43,19 @@ pub fn interface_addresses() -> Vec<IfAddr> {
 fn network(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix.min(32)))
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
         }
         IpAddr::V6(a) => {
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix.min(128)))
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
         }
     }
@@ -73,7 +89,13 @@ pub fn default_for(style: &str, ifs: &[IfAddr]) -> String {
             "class" => match i.addr {
                 IpAddr::V4(a) => {
                     let first = a.octets()[0];
-                    let p = if first < 128 { 8 } else if first < 192 { 16 } else { 24 };
+                    let p = if first < 128 {
+                        8
+                    } else if first < 192 {
+                        16
+                    } else {
+                        24
+                    };
                     push(fmt(network(i.addr, p), p));
                 }
                 IpAddr::V6(_) => push(fmt(network(i.addr, i.prefix), i.prefix)),
@@ -91,14 +113,35 @@ mod tests {
     #[test]
     fn styles() {
         let ifs = [
-            IfAddr { addr: "127.0.0.1".parse().unwrap(), prefix: 8 },
-            IfAddr { addr: "10.0.0.5".parse().unwrap(), prefix: 24 },
-            IfAddr { addr: "172.16.3.4".parse().unwrap(), prefix: 20 },
-            IfAddr { addr: "fe80::1".parse().unwrap(), prefix: 64 },
+            IfAddr {
+                addr: "127.0.0.1".parse().unwrap(),
+                prefix: 8,
+            },
+            IfAddr {
+                addr: "10.0.0.5".parse().unwrap(),
+                prefix: 24,
+            },
+            IfAddr {
+                addr: "172.16.3.4".parse().unwrap(),
+                prefix: 20,
+            },
+            IfAddr {
+                addr: "fe80::1".parse().unwrap(),
+                prefix: 64,
+            },
         ];
-        assert_eq!(default_for("host", &ifs), "127.0.0.0/8 [::1]/128 10.0.0.5/32 172.16.3.4/32 [fe80::1]/128");
-        assert_eq!(default_for("subnet", &ifs), "127.0.0.0/8 [::1]/128 10.0.0.0/24 172.16.0.0/20 [fe80::]/64");
-        assert_eq!(default_for("class", &ifs), "127.0.0.0/8 [::1]/128 10.0.0.0/8 172.16.0.0/16 [fe80::]/64");
+        assert_eq!(
+            default_for("host", &ifs),
+            "127.0.0.0/8 [::1]/128 10.0.0.5/32 172.16.3.4/32 [fe80::1]/128"
+        );
+        assert_eq!(
+            default_for("subnet", &ifs),
+            "127.0.0.0/8 [::1]/128 10.0.0.0/24 172.16.0.0/20 [fe80::]/64"
+        );
+        assert_eq!(
+            default_for("class", &ifs),
+            "127.0.0.0/8 [::1]/128 10.0.0.0/8 172.16.0.0/16 [fe80::]/64"
+        );
         assert!(!interface_addresses().is_empty());
     }
 }

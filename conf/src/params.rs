@@ -476,6 +476,44 @@ registry! {
     smtpd_sasl_authenticated_header: bool, Bool, "no",
         "Name the authenticated user in the Received: header.";
 
+    // --- SMTP server reply codes and restriction classes --------------------------------------
+    smtpd_restriction_classes: Vec<String>, List, "",
+        "Names of restriction classes; each is defined as a main.cf parameter holding restrictions.";
+    virtual_alias_domains: Vec<String>, List, "$virtual_alias_maps",
+        "Domains whose every address is rewritten by virtual_alias_maps (unknown ones are rejected).";
+    proxy_interfaces: Vec<String>, List, "",
+        "Addresses this host receives mail on through a proxy or NAT (count as its own addresses).";
+    reject_code: i64, Int { min: 400, max: 599 }, "554",
+        "Reply code of the reject restriction.";
+    defer_code: i64, Int { min: 400, max: 599 }, "450",
+        "Reply code of the defer and defer_if_* restrictions.";
+    relay_domains_reject_code: i64, Int { min: 400, max: 599 }, "554",
+        "Reply code when reject_unauth_destination refuses to relay.";
+    access_map_reject_code: i64, Int { min: 400, max: 599 }, "554",
+        "Reply code of an access table REJECT result.";
+    access_map_defer_code: i64, Int { min: 400, max: 599 }, "450",
+        "Reply code of an access table DEFER result.";
+    non_fqdn_reject_code: i64, Int { min: 400, max: 599 }, "504",
+        "Reply code of reject_non_fqdn_sender, reject_non_fqdn_recipient and reject_non_fqdn_helo_hostname.";
+    unknown_address_reject_code: i64, Int { min: 400, max: 599 }, "450",
+        "Reply code of reject_unknown_sender_domain and reject_unknown_recipient_domain when the domain does not exist.";
+    unknown_hostname_reject_code: i64, Int { min: 400, max: 599 }, "450",
+        "Reply code of reject_unknown_helo_hostname.";
+    invalid_hostname_reject_code: i64, Int { min: 400, max: 599 }, "501",
+        "Reply code of reject_invalid_helo_hostname.";
+    unknown_client_reject_code: i64, Int { min: 400, max: 599 }, "450",
+        "Reply code of reject_unknown_client_hostname and reject_unknown_reverse_client_hostname.";
+    plaintext_reject_code: i64, Int { min: 400, max: 599 }, "450",
+        "Reply code of reject_plaintext_session.";
+    unknown_virtual_alias_reject_code: i64, Int { min: 400, max: 599 }, "550",
+        "Reply code for an unknown address in virtual_alias_domains.";
+    reject_tempfail_action: String, Choice(&["defer_if_permit", "defer"]), "defer_if_permit",
+        "What a restriction does when a lookup fails temporarily.";
+    unknown_address_tempfail_action: String, Choice(&["defer_if_permit", "defer"]), "$reject_tempfail_action",
+        "Temporary failure action of reject_unknown_sender_domain and reject_unknown_recipient_domain.";
+    unknown_helo_hostname_tempfail_action: String, Choice(&["defer_if_permit", "defer"]), "$reject_tempfail_action",
+        "Temporary failure action of reject_unknown_helo_hostname.";
+
     // --- SMTP client -----------------------------------------------------------------------
     smtp_helo_name: String, Text, "$myhostname",
         "Host name sent in the SMTP EHLO or HELO command.";
@@ -656,8 +694,15 @@ impl Resolver {
         if name == "mynetworks" {
             // Postfix computes the default from mynetworks_style and the
             // machine's interfaces.
-            let style = self.get("mynetworks_style").ok().flatten().unwrap_or_default();
-            let v = crate::mynetworks::default_for(style.trim(), &crate::mynetworks::interface_addresses());
+            let style = self
+                .get("mynetworks_style")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let v = crate::mynetworks::default_for(
+                style.trim(),
+                &crate::mynetworks::interface_addresses(),
+            );
             return Some((v, Origin::Default));
         }
         if name == "mydomain" {

@@ -117,6 +117,7 @@ fn write_config(dir: &Path) -> std::io::Result<()> {
 
 const DEMO_MASTER_CF: &str = "\
 # service type  private unpriv  chroot  wakeup  maxproc command + args
+127.0.0.1:2525 inet n   -       n       -       -       smtpd
 pickup    unix  n       -       n       60      1       pickup
 qmgr      unix  n       -       n       300     1       qmgr
 smtp      unix  -       -       n       -       -       smtp

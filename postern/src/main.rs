@@ -9,11 +9,13 @@ mod demo;
 mod getopt;
 mod listen;
 mod master;
+mod passwd;
 mod postcat;
 mod postconf;
 mod postmap;
 mod postqueue;
 mod postsuper;
+mod tls;
 
 use std::path::Path;
 

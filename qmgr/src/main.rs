@@ -240,6 +240,9 @@ fn master_maxproc(cfg: &conf::Config) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     if let Ok(mc) = conf::mastercf::MasterCf::load(&path) {
         for s in mc.services {
+            if s.kind == conf::mastercf::ServiceType::Inet {
+                continue; // "smtp inet" (smtpd) is not the "smtp unix" agent
+            }
             let n = s
                 .maxproc
                 .map(|n| n as usize)

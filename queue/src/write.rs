@@ -222,6 +222,24 @@ impl Finished {
         Ok(())
     }
 
+    /// Like [`Finished::rename_as_id`], but gives the file back when the ID
+    /// is taken, so the caller can try another without writing it again.
+    ///
+    /// # Errors
+    /// `(self, AlreadyExists)` when the ID is taken; other rename errors
+    /// (the file is removed).
+    #[allow(clippy::result_large_err)]
+    pub fn rename_as_id_keep(mut self, id: QueueId) -> Result<(), (Finished, io::Error)> {
+        match rename_noreplace(&self.tmp, &self.dir.join(id.to_string())) {
+            Ok(()) => {
+                self.committed = true;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err((self, e)),
+            Err(e) => Err((self, e)),
+        }
+    }
+
     /// Renames to `name` (no ID) and fsyncs the directory; used for maildrop
     /// files, whose names are random.
     ///

@@ -16,3 +16,4 @@ pub mod ca;
 pub mod client;
 pub mod fake;
 pub mod harness;
+pub mod sync_client;

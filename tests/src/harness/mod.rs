@@ -266,6 +266,22 @@ impl TestEnv {
         self.write_config()
     }
 
+    /// Adds an smtpd listener on 127.0.0.1 at a free port, with `-o`
+    /// overrides (`name=value`), and returns the port. The listener is
+    /// bound by the supervisor at `start()`.
+    ///
+    /// # Errors
+    /// No free port, or master.cf cannot be written.
+    pub fn add_smtpd(&mut self, overrides: &[&str]) -> Result<u16> {
+        let port = free_port()?;
+        let mut line = format!("127.0.0.1:{port} inet n - n - - smtpd");
+        for o in overrides {
+            line.push_str(&format!(" -o {o}"));
+        }
+        self.add_master_cf(&line)?;
+        Ok(port)
+    }
+
     /// Replaces master.cf with `lines`.
     ///
     /// # Errors
@@ -730,6 +746,25 @@ impl TestEnv {
         std::fs::read_to_string(self.root.join("postern.out")).unwrap_or_default()
     }
 
+    /// Creates `<root>/<name>` writable by the daemons (owned by
+    /// mail_owner when the tests run as root), for a `maildir:` transport.
+    ///
+    /// # Errors
+    /// File errors.
+    pub fn maildir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        if running_as_root() {
+            std::os::unix::fs::chown(
+                &dir,
+                Some(self.owner.uid.as_raw()),
+                Some(self.owner.gid.as_raw()),
+            )
+            .with_context(|| format!("chown {}", dir.display()))?;
+        }
+        Ok(dir)
+    }
+
     /// Files (queue IDs) in queue `name` (`maildrop`, `incoming`,
     /// `active`, `deferred`, `hold`, `corrupt`), searched recursively,
     /// sorted; dot files skipped.
@@ -790,4 +825,32 @@ fn chmod(path: &Path, mode: u32) -> Result<()> {
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
     std::fs::write(path, contents).with_context(|| format!("write {}", path.display()))?;
     chmod(path, mode)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// # Errors
+/// The OS gave no port.
+pub fn free_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below the kernel's ephemeral range (32768-60999 by default), so an
+    // outgoing connection of a parallel test never takes the port between
+    // this check and the daemon's bind; each port is handed out once per
+    // test process, starting at a per-process offset.
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {FIRST} and {}", FIRST + COUNT)
 }

@@ -1,0 +1,89 @@
+//! smtpd: the SMTP server for LAN clients (scanners, applications,
+//! scripts). One process serves every connection of its master.cf service
+//! (async); listening sockets come from the supervisor, bound before
+//! privileges were dropped. Accepted mail is on disk, fsynced, before the
+//! 250 reply.
+
+mod anvil;
+mod auth;
+mod commands;
+mod commit;
+mod data;
+mod peer;
+mod policy;
+mod proxy;
+mod received;
+mod sasl;
+mod server;
+mod session;
+mod stream;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() {
+    let started = queue::service::start("smtpd");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => queue::log::fatal(1, &format!("cannot start the event loop: {e}")),
+    };
+    if let Err(e) = rt.block_on(run(started)) {
+        queue::log::fatal(1, &e);
+    }
+}
+
+async fn run(started: queue::service::Started) -> Result<(), String> {
+    let queue::service::Started {
+        cfg,
+        queue,
+        listeners,
+        args,
+    } = started;
+    if listeners.is_empty() {
+        return Err(format!(
+            "service {}: no listening socket (smtpd runs under 'postern start')",
+            args.service
+        ));
+    }
+    let mut tcp = Vec::new();
+    for fd in listeners {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)
+            .map_err(|e| format!("listener: {e}"))?;
+        tcp.push(tokio::net::TcpListener::from_std(l).map_err(|e| format!("listener: {e}"))?);
+    }
+    let maxproc = conf::mastercf::MasterCf::load(
+        &std::path::Path::new(&cfg.config_directory).join("master.cf"),
+    )
+    .ok()
+    .and_then(|m| {
+        m.services
+            .into_iter()
+            .find(|s| s.name == args.service && s.kind == conf::mastercf::ServiceType::Inet)
+    })
+    .and_then(|s| s.maxproc)
+    .map(|n| n as usize)
+    .unwrap_or(cfg.default_process_limit as usize);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(server::Shared::new(cfg, queue, stop_rx.clone())?);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        term.recv().await;
+        let _ = stop_tx.send(true);
+    });
+    server::run(
+        shared,
+        tcp,
+        if maxproc == 0 { 10_000 } else { maxproc },
+        stop_rx,
+        Duration::from_secs(10),
+    )
+    .await;
+    Ok(())
+}

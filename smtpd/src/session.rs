@@ -1,0 +1,319 @@
+//! One client session: reading command lines (with pipelining), writing
+//! replies (flushed only when the client waits for them), the command loop
+//! with error counting, and the Postfix log lines for connect and
+//! disconnect with per-command counts.
+
+use crate::peer::Peer;
+use crate::server::Shared;
+use crate::stream::Conn;
+use crate::tls::TlsInfo;
+use proto::line::{Line, LineReader};
+use proto::reply::Reply;
+use proto::status::EnhancedCode;
+use queue::QueueId;
+use queue::log;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Why a session ends.
+#[derive(Debug)]
+pub enum End {
+    /// The client said QUIT (or we closed after a 421).
+    Quit,
+    /// The connection broke or timed out; the text is Postfix's phrase.
+    Lost(&'static str),
+}
+
+/// Command counts for the disconnect line, in Postfix's order.
+pub const COUNTED: [&str; 13] = [
+    "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy",
+    "quit", "unknown",
+];
+
+/// A MAIL transaction in progress.
+#[derive(Debug, Default)]
+pub struct Tx {
+    /// Envelope sender as given (`""` for `<>`).
+    pub sender: String,
+    /// BODY=, SMTPUTF8, RET=, ENVID= from MAIL FROM.
+    pub body: Option<String>,
+    /// SMTPUTF8 requested.
+    pub smtputf8: bool,
+    /// DSN RET.
+    pub ret: Option<String>,
+    /// DSN ENVID.
+    pub envid: Option<String>,
+    /// Accepted recipients: address, ORCPT, NOTIFY.
+    pub rcpts: Vec<(String, Option<String>, Option<String>)>,
+    /// RCPT commands tried (accepted or not).
+    pub rcpt_tries: usize,
+    /// Queue ID, assigned at the first accepted recipient.
+    pub id: Option<QueueId>,
+}
+
+/// The session state.
+pub struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conn: Conn,
+    pub(crate) reader: LineReader,
+    pub(crate) out: Vec<u8>,
+    pub(crate) peer: Peer,
+    pub(crate) helo: Option<String>,
+    pub(crate) esmtp: bool,
+    pub(crate) tls: Option<TlsInfo>,
+    pub(crate) sasl: Option<(String, String)>,
+    pub(crate) tx: Option<Tx>,
+    pub(crate) client_reject: Option<Reply>,
+    pub(crate) bdat: Option<crate::data::BdatState>,
+    counts: [(u32, u32); COUNTED.len()],
+    pub(crate) errors: i64,
+    pub(crate) junk: i64,
+    pub(crate) last_cmd: &'static str,
+}
+
+impl Session {
+    /// A session on an accepted connection.
+    pub fn new(shared: Arc<Shared>, conn: Conn, peer: Peer) -> Session {
+        let max = shared.cfg.line_length_limit.max(512) as usize;
+        Session {
+            shared,
+            conn,
+            reader: LineReader::new(max),
+            out: Vec::with_capacity(1024),
+            peer,
+            helo: None,
+            esmtp: false,
+            tls: None,
+            sasl: None,
+            tx: None,
+            client_reject: None,
+            bdat: None,
+            counts: [(0, 0); COUNTED.len()],
+            errors: 0,
+            junk: 0,
+            last_cmd: "CONNECT",
+        }
+    }
+
+    /// Protocol name for logs and Received: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA.
+    pub fn protocol(&self) -> String {
+        if !self.esmtp {
+            return "SMTP".into();
+        }
+        let mut p = "ESMTP".to_string();
+        if self.tls.is_some() {
+            p.push('S');
+        }
+        if self.sasl.is_some() {
+            p.push('A');
+        }
+        p
+    }
+
+    /// Queues a reply.
+    pub fn reply(&mut self, code: u16, enhanced: &str, text: &str) {
+        let r = Reply::new(code, EnhancedCode::parse(enhanced), text);
+        self.out.extend_from_slice(&r.to_wire());
+    }
+
+    /// Queues a prepared reply.
+    pub fn reply_raw(&mut self, r: &Reply) {
+        self.out.extend_from_slice(&r.to_wire());
+    }
+
+    /// Sends queued replies.
+    pub async fn flush(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let limit = self.shared.cfg.smtpd_timeout;
+        let out = std::mem::take(&mut self.out);
+        match tokio::time::timeout(limit, async {
+            self.conn.write_all(&out).await?;
+            self.conn.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Lost("lost connection")),
+            Err(_) => Err(End::Lost("timeout")),
+        }
+    }
+
+    /// Reads more input into the line reader; false at end of input.
+    pub async fn fill(&mut self) -> Result<(), End> {
+        let mut buf = [0u8; 16 * 1024];
+        let limit = self.shared.cfg.smtpd_timeout;
+        match tokio::time::timeout(limit, self.conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(End::Lost("lost connection")),
+            Ok(Ok(n)) => {
+                self.reader.feed(&buf[..n]);
+                Ok(())
+            }
+            Err(_) => Err(End::Lost("timeout")),
+        }
+    }
+
+    /// Reads raw bytes (DATA, BDAT): what is buffered first, then the
+    /// connection (after flushing queued replies).
+    pub async fn read_raw(&mut self, buf: &mut [u8]) -> Result<usize, End> {
+        if self.reader.has_buffered() {
+            let pending = self.reader.take_buffered();
+            let n = pending.len().min(buf.len());
+            buf[..n].copy_from_slice(&pending[..n]);
+            if n < pending.len() {
+                self.reader.feed(&pending[n..]);
+            }
+            return Ok(n);
+        }
+        // About to wait for the client: it may be waiting for our replies.
+        self.flush().await?;
+        let limit = self.shared.cfg.smtpd_timeout;
+        match tokio::time::timeout(limit, self.conn.read(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Err(End::Lost("lost connection")),
+            Ok(Ok(n)) => Ok(n),
+            Err(_) => Err(End::Lost("timeout")),
+        }
+    }
+
+    /// Puts bytes back in front of the input (what followed the end of DATA).
+    pub fn unread(&mut self, bytes: &[u8]) {
+        let rest = self.reader.take_buffered();
+        self.reader.feed(bytes);
+        self.reader.feed(&rest);
+    }
+
+    /// The next command line; replies are flushed before waiting for input
+    /// (so a pipelining client gets them in one write).
+    pub async fn next_line(&mut self) -> Result<Result<Line, ()>, End> {
+        loop {
+            match self.reader.next_line() {
+                Some(Ok(l)) => return Ok(Ok(l)),
+                Some(Err(_)) => return Ok(Err(())),
+                None => {
+                    self.flush().await?;
+                    self.fill().await?;
+                }
+            }
+        }
+    }
+
+    /// Counts a command and whether it succeeded.
+    pub fn count(&mut self, verb: &str, ok: bool) {
+        let i = COUNTED
+            .iter()
+            .position(|v| *v == verb)
+            .unwrap_or(COUNTED.len() - 1);
+        self.counts[i].1 += 1;
+        if ok {
+            self.counts[i].0 += 1;
+        }
+    }
+
+    /// Counts an error; past the soft limit error replies are delayed,
+    /// past the hard limit the session ends.
+    pub async fn error(&mut self) -> Result<(), End> {
+        self.errors += 1;
+        let cfg = &self.shared.cfg;
+        if self.errors >= cfg.smtpd_hard_error_limit {
+            let host = cfg.myhostname.clone();
+            self.reply(421, "4.7.0", &format!("{host} Error: too many errors"));
+            let _ = self.flush().await;
+            log::info(&format!(
+                "too many errors after {} from {}",
+                self.last_cmd,
+                self.peer.namaddr()
+            ));
+            return Err(End::Quit);
+        }
+        if self.errors > cfg.smtpd_soft_error_limit {
+            let d = cfg.smtpd_error_sleep_time;
+            self.flush().await?;
+            tokio::time::sleep(d).await;
+        }
+        Ok(())
+    }
+
+    /// The disconnect line: `disconnect from name[addr] ehlo=1 mail=1 ... commands=N`.
+    pub fn disconnect_line(&self) -> String {
+        let mut s = format!("disconnect from {}", self.peer.namaddr());
+        let (mut ok, mut total) = (0, 0);
+        for (i, (o, t)) in self.counts.iter().enumerate() {
+            if *t == 0 {
+                continue;
+            }
+            ok += o;
+            total += t;
+            if o == t {
+                s.push_str(&format!(" {}={t}", COUNTED[i]));
+            } else {
+                s.push_str(&format!(" {}={o}/{t}", COUNTED[i]));
+            }
+        }
+        if ok == total {
+            s.push_str(&format!(" commands={total}"));
+        } else {
+            s.push_str(&format!(" commands={ok}/{total}"));
+        }
+        s
+    }
+
+    /// Runs the session to its end and logs how it ended.
+    pub async fn run(mut self) {
+        let end = self.main_loop().await;
+        if let Err(End::Lost(why)) = &end {
+            log::info(&format!(
+                "{why} after {} from {}",
+                self.last_cmd,
+                self.peer.namaddr()
+            ));
+        }
+        let _ = self.conn.shutdown().await;
+        log::info(&self.disconnect_line());
+    }
+
+    async fn main_loop(&mut self) -> Result<(), End> {
+        let banner = self.shared.cfg.smtpd_banner.clone();
+        self.reply(220, "", &banner);
+        loop {
+            if *self.shared.shutdown.borrow() {
+                self.reply(
+                    421,
+                    "4.3.2",
+                    &format!(
+                        "{} Service shutting down, closing transmission channel",
+                        self.shared.cfg.myhostname
+                    ),
+                );
+                let _ = self.flush().await;
+                return Ok(());
+            }
+            let line = match self.next_line().await? {
+                Ok(l) => l,
+                Err(()) => {
+                    self.count("unknown", false);
+                    self.reply(500, "5.5.2", "Error: line too long");
+                    self.error().await?;
+                    continue;
+                }
+            };
+            match crate::commands::dispatch(self, line).await? {
+                crate::commands::Next::Continue => {}
+                crate::commands::Next::Close => {
+                    let _ = self.flush().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_table_has_unknown_last() {
+        assert_eq!(COUNTED[COUNTED.len() - 1], "unknown");
+    }
+}

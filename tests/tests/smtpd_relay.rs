@@ -1,0 +1,208 @@
+//! Never an open relay: a foreign client (127.0.0.2, outside mynetworks)
+//! is refused with Postfix's reply and log line, every classic relay trick
+//! is refused, and the same client may relay after AUTH over STARTTLS.
+
+use postern_tests::harness::{TestEnv, re};
+use postern_tests::sync_client::Smtp;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn setup() -> (TestEnv, postern_tests::fake::FakeSmartHost, u16) {
+    let mut env = TestEnv::new().unwrap();
+    let fake = env.office365_fake().unwrap();
+    let cert = env.pki.server.cert_file.display().to_string();
+    let key = env.pki.server.key_file.display().to_string();
+    env.set_many(&[
+        ("mynetworks", "127.0.0.1/32"),
+        ("relay_domains", "contoso.test"),
+        ("smtpd_sasl_auth_enable", "yes"),
+        ("smtpd_tls_cert_file", &cert),
+        ("smtpd_tls_key_file", &key),
+    ])
+    .unwrap();
+    let port = env.add_smtpd(&[]).unwrap();
+    env.create_queue().unwrap();
+    // The password comes from standard input when it is not a terminal.
+    let out = env
+        .run(
+            "postern",
+            &[
+                "-c",
+                &env.etc.display().to_string(),
+                "passwd",
+                "add",
+                "webapp@contoso.test",
+            ],
+            Some(b"S3cret-app-pass\n"),
+        )
+        .unwrap();
+    assert!(out.success(), "{out}");
+    env.start().unwrap();
+    (env, fake, port)
+}
+
+#[test]
+fn foreign_client_is_refused_then_allowed_after_auth() {
+    let (env, fake, port) = setup();
+    let (mut c, _) = Smtp::connect(port, Some("127.0.0.2")).unwrap();
+    c.cmd("EHLO laptop.guest").unwrap();
+    c.cmd("MAIL FROM:<spammer@evil.test>").unwrap();
+    let r = c.cmd("RCPT TO:<victim@elsewhere.test>").unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (554, "5.7.1 <victim@elsewhere.test>: Relay access denied")
+    );
+    // relay_domains are accepted from anyone.
+    assert_eq!(c.cmd("RCPT TO:<bob@contoso.test>").unwrap().code, 250);
+    c.cmd("RSET").unwrap();
+    env.wait_log(re(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.2\]: 554 5\.7\.1 <victim@elsewhere\.test>: Relay access denied; from=<spammer@evil\.test> to=<victim@elsewhere\.test> proto=ESMTP helo=<laptop\.guest>"), WAIT).unwrap();
+    // AUTH is offered only inside TLS.
+    let ehlo = c.cmd("EHLO laptop.guest").unwrap();
+    assert!(
+        !ehlo.text.contains("AUTH") && ehlo.text.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.auth_plain("webapp@contoso.test", "S3cret-app-pass")
+            .unwrap()
+            .code,
+        530
+    );
+    c.starttls().unwrap();
+    let ehlo = c.cmd("EHLO laptop.guest").unwrap();
+    assert!(ehlo.text.lines().any(|l| l == "AUTH PLAIN LOGIN"), "{ehlo}");
+    let r = c.auth_plain("webapp@contoso.test", "wrong").unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (
+            535,
+            "5.7.8 Error: authentication failed: authentication failure"
+        )
+    );
+    env.wait_log(re(r"warning: unknown\[127\.0\.0\.2\]: SASL PLAIN authentication failed: authentication failure"), WAIT).unwrap();
+    let r = c
+        .auth_plain("webapp@contoso.test", "S3cret-app-pass")
+        .unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (235, "2.7.0 Authentication successful")
+    );
+    c.cmd("MAIL FROM:<webapp@contoso.test>").unwrap();
+    assert_eq!(
+        c.cmd("RCPT TO:<customer@elsewhere.test>").unwrap().code,
+        250
+    );
+    assert_eq!(c.cmd("DATA").unwrap().code, 354);
+    c.send(b"Subject: order\r\n\r\nthanks\r\n.\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+    c.cmd("QUIT").unwrap();
+    let m = fake.wait_messages(1, WAIT).unwrap();
+    assert_eq!(m[0].rcpt_to, vec!["customer@elsewhere.test"]);
+    assert!(m[0].text().contains("with ESMTPSA id"), "{}", m[0].text());
+    env.wait_log("sasl_method=PLAIN, sasl_username=webapp@contoso.test", WAIT)
+        .unwrap();
+    assert!(
+        !env.log_text().contains("S3cret-app-pass"),
+        "a password reached the log"
+    );
+}
+
+/// The classic open-relay test set, from a client outside mynetworks that
+/// did not authenticate. `contoso.test` is a relay domain (so tricks that
+/// smuggle another domain through it must fail too); `elsewhere.test` and
+/// `evil.test` are foreign.
+#[test]
+fn open_relay_battery() {
+    let (env, fake, port) = setup();
+    let tricks = [
+        "<victim@elsewhere.test>",
+        "<victim%elsewhere.test@contoso.test>",
+        "<victim%elsewhere.test@[127.0.0.1]>",
+        "<\"victim@elsewhere.test\"@contoso.test>",
+        "<\"victim%elsewhere.test\"@contoso.test>",
+        "<victim@elsewhere.test@contoso.test>",
+        "<@contoso.test:victim@elsewhere.test>",
+        "<@contoso.test,@relay.test:victim@elsewhere.test>",
+        "<elsewhere.test!victim@contoso.test>",
+        "<elsewhere.test!victim>",
+        "<victim%elsewhere.test>",
+        "<victim@elsewhere.test.>",
+        "<VICTIM@ELSEWHERE.TEST>",
+        "<victim@[192.0.2.1]>",
+        "<victim@[IPv6:2001:db8::1]>",
+        "<victim@elsewhere.test%contoso.test>",
+        "<\"victim@elsewhere.test\">",
+        "<victim@contoso.test.elsewhere.test>",
+        "<victim@localhost.elsewhere.test>",
+        "<\"victim!elsewhere.test\"@contoso.test>",
+        "victim@elsewhere.test",
+        "<victim@127.0.0.1>",
+    ];
+    let mut relayed = Vec::new();
+    for t in tricks {
+        let (mut c, _) = Smtp::connect(port, Some("127.0.0.2")).unwrap();
+        c.cmd("EHLO relaytest").unwrap();
+        assert_eq!(c.cmd("MAIL FROM:<test@evil.test>").unwrap().code, 250);
+        let r = c.cmd(&format!("RCPT TO:{t}")).unwrap();
+        if r.code / 100 == 2 {
+            relayed.push(format!("{t}: {r}"));
+            // Make sure it would really have gone out: finish it.
+            c.cmd("DATA").unwrap();
+            c.send(b"Subject: relay test\r\n\r\nx\r\n.\r\n").unwrap();
+            let _ = c.reply();
+        }
+        let _ = c.cmd("QUIT");
+    }
+    assert!(relayed.is_empty(), "relayed: {relayed:#?}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(fake.messages().is_empty(), "{}", fake.summary());
+    let _ = env;
+}
+
+#[test]
+fn failed_auth_is_rate_limited_per_client() {
+    let (env, _fake, port) = setup();
+    let (mut c, _) = Smtp::connect(port, Some("127.0.0.2")).unwrap();
+    c.cmd("EHLO brute").unwrap();
+    c.starttls().unwrap();
+    c.cmd("EHLO brute").unwrap();
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        match c.auth_plain("webapp@contoso.test", &format!("guess{i}")) {
+            Ok(r) => codes.push(r.code),
+            Err(_) => break,
+        }
+        if codes.last() == Some(&421) {
+            break;
+        }
+    }
+    assert_eq!(codes.last(), Some(&421), "{codes:?}");
+    assert!(
+        codes.iter().filter(|c| **c == 535).count() <= 5,
+        "{codes:?}"
+    );
+    // A new connection from the same client is still refused AUTH...
+    let (mut c2, _) = Smtp::connect(port, Some("127.0.0.2")).unwrap();
+    c2.cmd("EHLO brute").unwrap();
+    c2.starttls().unwrap();
+    c2.cmd("EHLO brute").unwrap();
+    assert_eq!(
+        c2.auth_plain("webapp@contoso.test", "S3cret-app-pass")
+            .unwrap()
+            .code,
+        421
+    );
+    // ...while other clients are served.
+    let (mut ok, _) = Smtp::connect(port, None).unwrap();
+    ok.cmd("EHLO fine").unwrap();
+    ok.starttls().unwrap();
+    ok.cmd("EHLO fine").unwrap();
+    assert_eq!(
+        ok.auth_plain("webapp@contoso.test", "S3cret-app-pass")
+            .unwrap()
+            .code,
+        235
+    );
+    let _ = env;
+}

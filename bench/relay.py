@@ -7,6 +7,10 @@ Workloads (each MTA relays to the same local smtp-sink, TLS off, fsync on):
   relay        N messages queued while the MTA is stopped, then the MTA is
                started; time until every message is delivered -> messages/s,
                CPU time per message (all processes, from /proc/stat)
+  smtpd-10     `smtp-source` sends N messages over SMTP to the MTA's smtpd,
+  smtpd-100    10 or 100 sessions in parallel, one message per connection
+               (as devices do) -> messages accepted/s (the MTA relays them
+               to smtp-sink at the same time, as in production)
 
 Each workload runs RUNS times, alternating postern and Postfix; the script
 prints the median, min-max and the postern/Postfix ratio. Run as root on a
@@ -92,7 +96,15 @@ smtp_tls_security_level = none
 daemon_directory = {REL}
 command_directory = {REL}
 """)
-        shutil.copy(os.path.join(ROOT, "conf", "etc", "master.cf"), self.etc)
+        self.smtpd_port = free_port()
+        with open(os.path.join(ROOT, "conf", "etc", "master.cf")) as src:
+            master = src.read()
+        # The bench smtpd listens on a free loopback port instead of 25.
+        master = "\n".join(
+            f"127.0.0.1:{self.smtpd_port} inet n - n - - smtpd" if l.startswith("smtp ") and " inet " in l else l
+            for l in master.splitlines()) + "\n"
+        with open(os.path.join(self.etc, "master.cf"), "w") as dst:
+            dst.write(master)
         self.sendmail = [os.path.join(REL, "sendmail"), "-C", os.path.join(self.etc, "main.cf")]
 
     def start(self):
@@ -143,6 +155,7 @@ maillog_file = {self.log}
             shutil.copy("/usr/share/postfix/master.cf.dist", "/etc/postfix/master.cf")
         sh("postfix check", stderr=subprocess.DEVNULL)
         self.sendmail = ["/usr/sbin/sendmail"]
+        self.smtpd_port = 25  # Debian's master.cf: smtp inet n - y - - smtpd
 
     def start(self):
         sh(["postfix", "start"], stderr=subprocess.DEVNULL)
@@ -221,6 +234,26 @@ def run_relay(mta, n, size):
     return n / dt, (c1 - c0) / hz * 1000.0 / n
 
 
+def run_smtpd(mta, n, size, sessions):
+    mta.start()
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", mta.smtpd_port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    before = mta.delivered()
+    t0 = time.time()
+    sh(["smtp-source", "-s", str(sessions), "-m", str(n), "-l", str(size),
+        "-f", "bench@example.com", "-t", "sink@example.net", "-M", "client.example.com",
+        f"127.0.0.1:{mta.smtpd_port}"], stdout=subprocess.DEVNULL)
+    dt = time.time() - t0
+    if not wait_delivered(mta, before + n, 600):
+        raise RuntimeError(f"{mta.name}: only {mta.delivered() - before} of {n} smtpd messages delivered")
+    mta.stop()
+    return n / dt
+
+
 def fmt(vals):
     return f"{statistics.median(vals):9.1f}  ({min(vals):.1f}-{max(vals):.1f})"
 
@@ -231,6 +264,9 @@ def main():
     ap.add_argument("--submit-messages", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--smtpd-messages", type=int, default=2000)
+    ap.add_argument("--workloads", default="submit,relay,smtpd",
+                    help="comma-separated subset of submit, relay, smtpd")
     ap.add_argument("--only", choices=["postern", "postfix"], default=None)
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -241,31 +277,41 @@ def main():
         mtas.append(Postern(sink.port))
     if a.only != "postern":
         mtas.append(Postfix(sink.port))
-    results = {m.name: {"submit-seq": [], "submit-par8": [], "relay": [], "cpu-ms/msg": []} for m in mtas}
+    names = ["submit-seq", "submit-par8", "relay", "cpu-ms/msg", "smtpd-10", "smtpd-100"]
+    results = {m.name: {w: [] for w in names} for m in mtas}
+    wanted = set(a.workloads.split(","))
     try:
         for r in range(a.runs):
             for m in (mtas if r % 2 == 0 else list(reversed(mtas))):
                 print(f"run {r + 1}/{a.runs}: {m.name}", file=sys.stderr, flush=True)
-                results[m.name]["submit-seq"].append(run_submit(m, a.submit_messages, a.size, 1))
-                results[m.name]["submit-par8"].append(run_submit(m, a.submit_messages, a.size, 8))
-                rate, cpu = run_relay(m, a.messages, a.size)
-                results[m.name]["relay"].append(rate)
-                results[m.name]["cpu-ms/msg"].append(cpu)
+                if "submit" in wanted:
+                    results[m.name]["submit-seq"].append(run_submit(m, a.submit_messages, a.size, 1))
+                    results[m.name]["submit-par8"].append(run_submit(m, a.submit_messages, a.size, 8))
+                if "relay" in wanted:
+                    rate, cpu = run_relay(m, a.messages, a.size)
+                    results[m.name]["relay"].append(rate)
+                    results[m.name]["cpu-ms/msg"].append(cpu)
+                if "smtpd" in wanted:
+                    for sessions in (10, 100):
+                        results[m.name][f"smtpd-{sessions}"].append(run_smtpd(m, a.smtpd_messages, a.size, sessions))
     finally:
         for m in mtas:
             m.cleanup()
         sink.stop()
     print(f"\n{a.size}-byte messages; relay = {a.messages} queued messages to smtp-sink; "
-          f"submit = {a.submit_messages} sendmail calls; median (min-max) of {a.runs} runs; fsync on, TLS off")
+          f"submit = {a.submit_messages} sendmail calls; smtpd = {a.smtpd_messages} messages by smtp-source; "
+          f"median (min-max) of {a.runs} runs; fsync on, TLS off")
     print(f"{'workload':<12} " + "  ".join(f"{m.name:>24}" for m in mtas) + ("    ratio" if len(mtas) == 2 else ""))
-    for w in ["submit-seq", "submit-par8", "relay", "cpu-ms/msg"]:
+    for w in names:
+        if not all(results[m.name][w] for m in mtas):
+            continue
         row = f"{w:<12} " + "  ".join(f"{fmt(results[m.name][w]):>24}" for m in mtas)
         if len(mtas) == 2:
             p = statistics.median(results["postern"][w])
             q = statistics.median(results["postfix"][w])
             row += f"    {p / q:5.2f}x"
         print(row)
-    print("(submit and relay in messages/s, higher is better; cpu-ms/msg is CPU time of the whole machine per relayed message, lower is better)")
+    print("(submit, relay and smtpd in messages/s, higher is better; cpu-ms/msg is CPU time of the whole machine per relayed message, lower is better)")
 
 
 if __name__ == "__main__":

@@ -215,6 +215,8 @@ registry! {
         "Directory with main.cf and master.cf; programs also honour MAIL_CONFIG and -c.";
     queue_directory: String, Text, "/var/spool/postern",
         "Root of the mail queue: maildrop, incoming, active, deferred, hold, corrupt and the index.";
+    queue_minfree: i64, NONNEG, "0",
+        "Free space (bytes) the queue file system must keep; smtpd refuses MAIL with 452 4.3.1 below it or below 1.5 times the SIZE announced.";
     data_directory: String, Text, "/var/lib/postern",
         "Directory for postern's own writable data other than the queue (token caches, locks).";
     daemon_directory: String, Text, "/usr/lib/postern",
@@ -404,9 +406,9 @@ registry! {
     smtpd_error_sleep_time: Duration, TIME_S, "1s",
         "Delay of error replies once smtpd_soft_error_limit is reached.";
     smtpd_junk_command_limit: i64, POSITIVE, "100",
-        "Most NOOP, VRFY, ETRN and RSET commands per session that do not count as errors.";
+        "Most NOOP, VRFY and RSET commands per session before each one counts as an error.";
     line_length_limit: i64, POSITIVE, "2048",
-        "Longest SMTP command line accepted; longer message lines are split.";
+        "Longest SMTP command line accepted (at least 512 bytes are always allowed); message lines are stored as received.";
     header_size_limit: i64, POSITIVE, "102400",
         "Largest message header block (bytes) that is parsed; the rest is treated as body.";
     smtpd_client_connection_count_limit: i64, NONNEG, "50",
@@ -486,7 +488,7 @@ registry! {
     reject_code: i64, Int { min: 400, max: 599 }, "554",
         "Reply code of the reject restriction.";
     defer_code: i64, Int { min: 400, max: 599 }, "450",
-        "Reply code of the defer and defer_if_* restrictions.";
+        "Reply code of the defer restriction and of access table DEFER_IF_* results resolved as defer.";
     relay_domains_reject_code: i64, Int { min: 400, max: 599 }, "554",
         "Reply code when reject_unauth_destination refuses to relay.";
     access_map_reject_code: i64, Int { min: 400, max: 599 }, "554",
@@ -502,7 +504,7 @@ registry! {
     invalid_hostname_reject_code: i64, Int { min: 400, max: 599 }, "501",
         "Reply code of reject_invalid_helo_hostname.";
     unknown_client_reject_code: i64, Int { min: 400, max: 599 }, "450",
-        "Reply code of reject_unknown_client_hostname and reject_unknown_reverse_client_hostname.";
+        "Reply code of reject_unknown_client_hostname.";
     plaintext_reject_code: i64, Int { min: 400, max: 599 }, "450",
         "Reply code of reject_plaintext_session.";
     unknown_virtual_alias_reject_code: i64, Int { min: 400, max: 599 }, "550",

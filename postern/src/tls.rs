@@ -8,9 +8,8 @@
 //! - 825 days by default: the longest validity Apple's systems accept for
 //!   a TLS server certificate, so a Mac or iPhone told to trust it does not
 //!   refuse it; long enough that a LAN relay does not need yearly care.
-//! - The key is written like every secret (`conf::passwd::write_secret_file`):
-//!   as root, mode 0640 `root:<mail_owner's group>`, because smtpd loads it
-//!   after dropping privileges; as an ordinary user, mode 0600.
+//! - The key is written like every secret (`conf::passwd::write_secret_file`),
+//!   mode 0600: smtpd loads it before dropping privileges, as Postfix does.
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
@@ -303,44 +302,25 @@ pub fn main(dir: &Path, args: &[String]) -> i32 {
             return 1;
         }
     };
-    let group = if nix::unistd::geteuid().is_root() {
-        match queue::service::mail_owner_ids(&cfg) {
-            Ok((_, g)) => Some(g),
-            Err(e) => {
-                eprintln!(
-                    "postern: warning: {e}; the key is readable by root only, so smtpd (running as mail_owner) cannot load it until you run chown root:<mail_owner's group> and chmod 640 on it"
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let cert = match write(&plan, group) {
+    let cert = match write(&plan, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("postern: fatal: {e}");
             return 1;
         }
     };
-    report(dir, &cfg, &plan, &cert, group);
+    report(dir, &cfg, &plan, &cert);
     0
 }
 
-fn report(dir: &Path, cfg: &conf::Config, plan: &Plan, cert: &X509, group: Option<u32>) {
+fn report(dir: &Path, cfg: &conf::Config, plan: &Plan, cert: &X509) {
     let kind = if plan.ec { "EC P-256" } else { "RSA 2048" };
     println!(
         "postern tls: wrote a self-signed certificate for {} ({kind}, valid until {})",
         plan.hosts.join(", "),
         cert.not_after()
     );
-    let access = match group {
-        Some(_) => format!(
-            "mode 0640, owner root, group of mail_owner {}",
-            cfg.mail_owner
-        ),
-        None => "mode 0600".to_string(),
-    };
+    let access = "mode 0600";
     if plan.cert == plan.key {
         println!("  key and certificate: {} ({access})", plan.cert.display());
     } else {

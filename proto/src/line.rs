@@ -115,6 +115,11 @@ impl LineReader {
         self.pos < self.buf.len()
     }
 
+    /// The bytes past the last returned line, without taking them.
+    pub fn peek_buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
     /// Removes and returns the bytes past the last returned line, e.g. the
     /// message content that followed `DATA` or `BDAT` in the same packet.
     pub fn take_buffered(&mut self) -> Vec<u8> {

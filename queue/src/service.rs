@@ -92,16 +92,28 @@ pub struct Started {
 /// Exits with status 1 (logging why) when the configuration is bad or
 /// privileges cannot be dropped.
 pub fn start(program: &str) -> Started {
-    start_with_ident(program, false)
+    start_with_ident(program, false, |_| ()).0
+}
+
+/// Like [`start`], but runs `before_drop` with the configuration while the
+/// process still has the privileges it was started with (root, under
+/// `postern start`): smtpd loads its TLS key there, as Postfix does, so
+/// the key may stay readable by root only.
+pub fn start_with<T>(program: &str, before_drop: impl FnOnce(&Config) -> T) -> (Started, T) {
+    start_with_ident(program, false, before_drop)
 }
 
 /// Like [`start`], but a delivery agent logs as its master.cf service name
 /// (`postern/relay`, `postern/maildir`), as Postfix's agents do.
 pub fn start_agent(program: &str) -> Started {
-    start_with_ident(program, true)
+    start_with_ident(program, true, |_| ()).0
 }
 
-fn start_with_ident(program: &str, ident_is_service: bool) -> Started {
+fn start_with_ident<T>(
+    program: &str,
+    ident_is_service: bool,
+    before_drop: impl FnOnce(&Config) -> T,
+) -> (Started, T) {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse_args(program, &argv) {
         Ok(a) => a,
@@ -143,16 +155,20 @@ fn start_with_ident(program: &str, ident_is_service: bool) -> Started {
         },
     );
     let listeners = take_listeners();
+    let early = before_drop(&cfg);
     if let Err(e) = drop_privileges(&cfg) {
         crate::log::fatal(1, &e);
     }
     let queue = Queue::new(&cfg.queue_directory);
-    Started {
-        args,
-        cfg,
-        queue,
-        listeners,
-    }
+    (
+        Started {
+            args,
+            cfg,
+            queue,
+            listeners,
+        },
+        early,
+    )
 }
 
 /// Takes the descriptors named by `POSTERN_LISTEN_FDS` and clears the variable.

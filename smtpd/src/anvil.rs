@@ -38,20 +38,31 @@ pub struct Anvil {
     max_auths: usize,
 }
 
-/// Which limit a client hit.
+/// Which limit a client hit, with the count it would have reached (as
+/// Postfix logs it: "Connection rate limit exceeded: 31 from ...").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exceeded {
     /// Simultaneous connections.
-    Count,
+    Count(usize),
     /// Connections per time unit.
-    Rate,
+    Rate(usize),
 }
 
-fn within(q: &mut VecDeque<Instant>, now: Instant, unit: Duration, limit: usize) -> bool {
+/// Drops events older than `unit`; `Err(count)` when one more would exceed `limit`.
+fn within(
+    q: &mut VecDeque<Instant>,
+    now: Instant,
+    unit: Duration,
+    limit: usize,
+) -> Result<(), usize> {
     while q.front().is_some_and(|t| now.duration_since(*t) >= unit) {
         q.pop_front();
     }
-    limit == 0 || q.len() < limit
+    if limit == 0 || q.len() < limit {
+        Ok(())
+    } else {
+        Err(q.len() + 1)
+    }
 }
 
 impl Anvil {
@@ -81,11 +92,9 @@ impl Anvil {
         }
         let c = map.entry(addr).or_default();
         if self.max_open > 0 && c.open >= self.max_open {
-            return Err(Exceeded::Count);
+            return Err(Exceeded::Count(c.open + 1));
         }
-        if !within(&mut c.connects, now, self.unit, self.max_connects) {
-            return Err(Exceeded::Rate);
-        }
+        within(&mut c.connects, now, self.unit, self.max_connects).map_err(Exceeded::Rate)?;
         c.open += 1;
         c.connects.push_back(now);
         Ok(())
@@ -105,13 +114,13 @@ impl Anvil {
         }
     }
 
-    /// Counts a message (MAIL FROM); false when over the message rate.
-    pub fn message(&self, addr: IpAddr) -> bool {
+    /// Counts a message (MAIL FROM); `Err(rate)` when over the message rate.
+    pub fn message(&self, addr: IpAddr) -> Result<(), usize> {
         self.event(addr, |c| &mut c.messages, self.max_messages)
     }
 
-    /// Counts an AUTH command; false when over the AUTH rate.
-    pub fn auth(&self, addr: IpAddr) -> bool {
+    /// Counts an AUTH command; `Err(rate)` when over the AUTH rate.
+    pub fn auth(&self, addr: IpAddr) -> Result<(), usize> {
         self.event(addr, |c| &mut c.auths, self.max_auths)
     }
 
@@ -120,21 +129,19 @@ impl Anvil {
         addr: IpAddr,
         q: impl Fn(&mut Client) -> &mut VecDeque<Instant>,
         limit: usize,
-    ) -> bool {
+    ) -> Result<(), usize> {
         if limit == 0 {
-            return true;
+            return Ok(());
         }
         let now = Instant::now();
         let Ok(mut map) = self.clients.lock() else {
-            return true;
+            return Ok(());
         };
         let c = map.entry(addr).or_default();
         let q = q(c);
-        if !within(q, now, self.unit, limit) {
-            return false;
-        }
+        within(q, now, self.unit, limit)?;
         q.push_back(now);
-        true
+        Ok(())
     }
 }
 
@@ -156,7 +163,7 @@ mod tests {
         let other: IpAddr = "10.0.0.6".parse().unwrap();
         assert!(a.connect(ip).is_ok());
         assert!(a.connect(ip).is_ok());
-        assert_eq!(a.connect(ip), Err(Exceeded::Count));
+        assert_eq!(a.connect(ip), Err(Exceeded::Count(3)));
         assert!(a.connect(other).is_ok());
         a.disconnect(ip);
         assert!(a.connect(ip).is_ok());
@@ -164,10 +171,11 @@ mod tests {
         a.disconnect(ip);
         assert_eq!(
             a.connect(ip),
-            Err(Exceeded::Rate),
+            Err(Exceeded::Rate(4)),
             "4th connection within the minute"
         );
-        assert!(a.message(ip) && a.message(ip) && !a.message(ip));
-        assert!(a.message(other));
+        assert!(a.message(ip).is_ok() && a.message(ip).is_ok());
+        assert_eq!(a.message(ip), Err(3));
+        assert!(a.message(other).is_ok());
     }
 }

@@ -15,7 +15,8 @@ pub fn offered(s: &Session) -> Option<String> {
     if !cfg.smtpd_sasl_auth_enable || s.shared.auth.is_none() || s.sasl.is_some() {
         return None;
     }
-    if s.tls.is_none() && cfg.smtpd_tls_auth_only {
+    // At the encrypt level nothing, AUTH included, happens before TLS.
+    if s.tls.is_none() && (cfg.smtpd_tls_auth_only || cfg.smtpd_tls_security_level == "encrypt") {
         return None;
     }
     let opts = if s.tls.is_some() {
@@ -51,7 +52,8 @@ async fn response(s: &mut Session, challenge: &str) -> Result<Option<String>, En
 /// AUTH mechanism [initial-response].
 pub async fn auth(s: &mut Session, mechanism: &str, initial: Option<String>) -> Result<Next, End> {
     let mech = mechanism.to_ascii_uppercase();
-    let cfg = s.shared.cfg.clone();
+    let shared = s.shared.clone();
+    let cfg = &shared.cfg;
     if !cfg.smtpd_sasl_auth_enable || s.shared.auth.is_none() {
         fail(s, 503, "5.5.1", "Error: authentication not enabled");
         s.error().await?;
@@ -88,10 +90,16 @@ pub async fn auth(s: &mut Session, mechanism: &str, initial: Option<String>) -> 
         );
         return Ok(Next::Close);
     }
-    if !s.shared.limit_exceptions.matches(s.peer.addr, false) && !s.shared.anvil.auth(s.peer.addr) {
+    let rate = if s.shared.limit_exceptions.matches(s.peer.addr, false) {
+        Ok(())
+    } else {
+        s.shared.anvil.auth(s.peer.addr)
+    };
+    if let Err(rate) = rate {
         log::warning(&format!(
-            "AUTH command rate limit exceeded from {}",
-            s.peer.namaddr()
+            "AUTH command rate limit exceeded: {rate} from {} for service {}",
+            s.peer.namaddr(),
+            s.shared.service
         ));
         fail(
             s,

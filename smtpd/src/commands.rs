@@ -7,7 +7,7 @@ use crate::session::{End, Session, Tx};
 use crate::stream::Conn;
 use crate::tls::TlsInfo;
 use proto::address::Path;
-use proto::command::{Command, parse_command};
+use proto::command::{Command, ParseOptions, parse_command_with};
 use proto::line::Line;
 use queue::log;
 
@@ -21,7 +21,19 @@ pub enum Next {
 
 /// Handles one command line.
 pub async fn dispatch(s: &mut Session, line: Line) -> Result<Next, End> {
-    let cmd = match parse_command(&line.text) {
+    let opts = ParseOptions {
+        strict_rfc821_envelopes: s.shared.cfg.strict_rfc821_envelopes,
+    };
+    if line.bare_lf && crate::data::bare_lf_mode(s) == proto::data::BareLf::Reject {
+        s.last_cmd = "UNKNOWN";
+        s.count("unknown", false);
+        let code = s.shared.cfg.smtpd_forbid_bare_newline_reject_code as u16;
+        let enh = if code >= 500 { "5.5.2" } else { "4.5.2" };
+        s.reply(code, enh, "Error: bare <LF> received");
+        s.error().await?;
+        return Ok(Next::Continue);
+    }
+    let cmd = match parse_command_with(&line.text, opts) {
         Ok(c) => c,
         Err(e) => {
             s.last_cmd = "UNKNOWN";
@@ -46,6 +58,7 @@ pub async fn dispatch(s: &mut Session, line: Line) -> Result<Next, End> {
         Command::Auth { .. } => "AUTH",
         _ => "UNKNOWN",
     };
+    check_pipelining(s, &cmd);
     match cmd {
         Command::Ehlo(h) => helo(s, h, true).await,
         Command::Helo(h) => helo(s, h, false).await,
@@ -56,7 +69,7 @@ pub async fn dispatch(s: &mut Session, line: Line) -> Result<Next, End> {
         Command::Auth { mechanism, initial } => crate::auth::auth(s, &mechanism, initial).await,
         Command::Starttls => starttls(s).await,
         Command::Rset => {
-            s.tx = None;
+            s.reset_tx();
             s.count("rset", true);
             junk(s).await?;
             s.reply(250, "2.0.0", "Ok");
@@ -117,6 +130,37 @@ async fn junk(s: &mut Session) -> Result<(), End> {
     Ok(())
 }
 
+/// Notes improper pipelining as Postfix does: input already waiting after
+/// a command that must end a group (HELO, EHLO, DATA, NOOP, VRFY), or
+/// after any command of a client that was not offered PIPELINING (HELO
+/// sessions). `reject_unauth_pipelining` then refuses the client's
+/// requests; typical of spam software that does not wait for replies.
+fn check_pipelining(s: &mut Session, cmd: &Command) {
+    if s.ill_pipelining || !s.reader.has_buffered() {
+        return;
+    }
+    let ends_group = matches!(
+        cmd,
+        Command::Helo(_) | Command::Ehlo(_) | Command::Data | Command::Noop | Command::Vrfy(_)
+    );
+    // Before any HELO/EHLO, or after HELO, PIPELINING was never offered.
+    let offered = s.esmtp && s.helo.is_some();
+    if !ends_group && offered {
+        return;
+    }
+    s.ill_pipelining = true;
+    let next = s.reader.peek_buffered();
+    let shown: String = String::from_utf8_lossy(&next[..next.len().min(100)])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    log::info(&format!(
+        "improper command pipelining after {} from {}: {shown}",
+        s.last_cmd,
+        s.peer.namaddr()
+    ));
+}
+
 pub(crate) fn ctx<'a>(s: &'a Session, protocol: &'a str) -> Ctx<'a> {
     Ctx {
         client_addr: s.peer.addr,
@@ -128,6 +172,7 @@ pub(crate) fn ctx<'a>(s: &'a Session, protocol: &'a str) -> Ctx<'a> {
         sasl_user: s.sasl.as_ref().map(|(_, u)| u.as_str()),
         tls: s.tls.is_some(),
         protocol,
+        ill_pipelining: s.ill_pipelining,
     }
 }
 
@@ -143,7 +188,7 @@ async fn helo(s: &mut Session, name: String, esmtp: bool) -> Result<Next, End> {
         s.error().await?;
         return Ok(Next::Continue);
     }
-    s.tx = None;
+    s.reset_tx();
     s.helo = Some(name);
     s.esmtp = esmtp;
     s.count(verb, true);
@@ -189,7 +234,8 @@ async fn mail(
     path: Path,
     params: Vec<(String, Option<String>)>,
 ) -> Result<Next, End> {
-    let cfg = s.shared.cfg.clone();
+    let shared = s.shared.clone();
+    let cfg = &shared.cfg;
     let fail = |s: &mut Session, code: u16, enh: &str, text: &str| {
         s.count("mail", false);
         s.reply(code, enh, text);
@@ -231,6 +277,7 @@ async fn mail(
                     s.error().await?;
                     return Ok(Next::Continue);
                 }
+                tx.size = size;
             }
             ("BODY", Some(v))
                 if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") =>
@@ -252,16 +299,30 @@ async fn mail(
             }
         }
     }
-    if !s
+    if let Err(free) = storage_ok(cfg, tx.size) {
+        log::warning(&format!(
+            "not enough free space in mail queue: {free} bytes < 1.5*message size {}",
+            tx.size
+        ));
+        fail(s, 452, "4.3.1", "Insufficient system storage");
+        s.error().await?;
+        return Ok(Next::Continue);
+    }
+    let rate = if s
         .shared
         .limit_exceptions
         .matches(s.peer.addr, s.sasl.is_some())
-        && !s.shared.anvil.message(s.peer.addr)
     {
+        Ok(())
+    } else {
+        s.shared.anvil.message(s.peer.addr)
+    };
+    if let Err(rate) = rate {
         let addr = s.peer.addr;
         log::warning(&format!(
-            "Message delivery request rate limit exceeded from {}",
-            s.peer.namaddr()
+            "Message delivery request rate limit exceeded: {rate} from {} for service {}",
+            s.peer.namaddr(),
+            s.shared.service
         ));
         fail(
             s,
@@ -289,6 +350,23 @@ async fn mail(
     Ok(Next::Continue)
 }
 
+/// Postfix's free-space rule for MAIL: the queue file system must keep
+/// `queue_minfree` bytes and have room for 1.5 times the announced size
+/// (`size`, 0 when not announced) beyond that. `Err` holds the free bytes. A
+/// file system that cannot be asked counts as having room (the write
+/// itself still fails cleanly).
+fn storage_ok(cfg: &conf::Config, size: u64) -> Result<(), u64> {
+    let Ok(st) = nix::sys::statvfs::statvfs(cfg.queue_directory.as_str()) else {
+        return Ok(());
+    };
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    let minfree = cfg.queue_minfree.max(0) as u64;
+    if free <= minfree || size.saturating_mul(3) / 2 >= free - minfree {
+        return Err(free);
+    }
+    Ok(())
+}
+
 /// A RCPT path with a source route (`<@a,@b:user@c>`) is a relay trick.
 fn routed(raw: &[u8]) -> bool {
     let text = String::from_utf8_lossy(raw);
@@ -305,7 +383,8 @@ async fn rcpt(
     params: Vec<(String, Option<String>)>,
     raw: &[u8],
 ) -> Result<Next, End> {
-    let cfg = s.shared.cfg.clone();
+    let shared = s.shared.clone();
+    let cfg = &shared.cfg;
     let Some(tx) = s.tx.as_mut() else {
         s.count("rcpt", false);
         s.reply(503, "5.5.1", "Error: need MAIL command");
@@ -456,7 +535,7 @@ async fn starttls(s: &mut Session) -> Result<Next, End> {
             // RFC 3207: forget everything learned before TLS.
             s.helo = None;
             s.esmtp = false;
-            s.tx = None;
+            s.reset_tx();
             s.sasl = None;
             Ok(Next::Continue)
         }

@@ -93,7 +93,8 @@ impl Writer {
 
 /// Sets up the queue file for the transaction; on failure the reply is queued.
 async fn begin(s: &mut Session, verb: &str) -> Result<Option<Writer>, End> {
-    let cfg = s.shared.cfg.clone();
+    let shared = s.shared.clone();
+    let cfg = &shared.cfg;
     let (tx_ok, tried) = match &s.tx {
         Some(t) => (!t.rcpts.is_empty(), t.rcpt_tries),
         None => (false, 0),
@@ -264,7 +265,7 @@ async fn complete(
     let id = w.hctx.id;
     w.finish(&s.shared);
     let sender = s.tx.as_ref().map(|t| t.sender.clone()).unwrap_or_default();
-    s.tx = None;
+    s.reset_tx();
     if too_big {
         s.count(verb, false);
         log::info(&format!(
@@ -331,27 +332,34 @@ async fn complete(
     Ok(Next::Continue)
 }
 
+/// What smtpd_forbid_bare_newline asks of this client (its exclusions
+/// get `Allow`).
+pub fn bare_lf_mode(s: &Session) -> BareLf {
+    if s.shared
+        .bare_lf_exclusions
+        .matches(s.peer.addr, s.sasl.is_some())
+    {
+        return BareLf::Allow;
+    }
+    BareLf::from_postfix(&s.shared.cfg.smtpd_forbid_bare_newline).unwrap_or_default()
+}
+
 /// DATA.
 pub async fn data(s: &mut Session) -> Result<Next, End> {
+    if s.bdat.is_some() {
+        s.count("data", false);
+        s.reply(503, "5.5.1", "Error: DATA after BDAT");
+        s.error().await?;
+        return Ok(Next::Continue);
+    }
     let Some(mut w) = begin(s, "data").await? else {
         return Ok(Next::Continue);
     };
     s.reply(354, "", "End data with <CR><LF>.<CR><LF>");
     s.flush().await?;
-    let cfg = s.shared.cfg.clone();
-    let mode = if s
-        .shared
-        .bare_lf_exclusions
-        .matches(s.peer.addr, s.sasl.is_some())
-    {
-        BareLf::Allow
-    } else {
-        match cfg.smtpd_forbid_bare_newline.as_str() {
-            "reject" => BareLf::Reject,
-            "no" => BareLf::Allow,
-            _ => BareLf::Normalize,
-        }
-    };
+    let shared = s.shared.clone();
+    let cfg = &shared.cfg;
+    let mode = bare_lf_mode(s);
     let mut rx = DataReceiver::new(cfg.message_size_limit, mode);
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
@@ -361,7 +369,7 @@ pub async fn data(s: &mut Session) -> Result<Next, End> {
             Err(e) => {
                 // The client went away mid-message: the draft is dropped,
                 // nothing was acknowledged.
-                s.tx = None;
+                s.reset_tx();
                 return Err(e);
             }
         };
@@ -388,7 +396,8 @@ pub struct BdatState {
 /// BDAT size [LAST].
 pub async fn bdat(s: &mut Session, size: u64, last: bool) -> Result<Next, End> {
     // The chunk's bytes follow the command: read them whatever happens.
-    let cfg = s.shared.cfg.clone();
+    let shared = s.shared.clone();
+    let cfg = &shared.cfg;
     let pending = s.bdat.take();
     let mut state = match pending {
         Some(st) => st,
@@ -428,5 +437,6 @@ pub async fn bdat(s: &mut Session, size: u64, last: bool) -> Result<Next, End> {
         return Ok(Next::Continue);
     }
     let too_big = state.rx.too_big();
-    complete(s, "bdat", w, too_big, false).await
+    let bare_lf_reject = bare_lf_mode(s) == BareLf::Reject && state.rx.bare_lf_seen();
+    complete(s, "bdat", w, too_big, bare_lf_reject).await
 }

@@ -23,7 +23,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn main() {
-    let started = queue::service::start("smtpd");
+    // The TLS key and the user file are opened with the privileges smtpd
+    // was started with (root under `postern start`), before dropping them.
+    let (started, early) = queue::service::start_with("smtpd", |cfg| {
+        let tls = tls::Tls::new(cfg);
+        let auth = if cfg.smtpd_sasl_auth_enable {
+            sasl::Authenticator::new(cfg).map(Some)
+        } else {
+            Ok(None)
+        };
+        (tls, auth)
+    });
+    let early = match early {
+        (Ok(tls), Ok(auth)) => server::Early { tls, auth },
+        (Err(e), _) | (_, Err(e)) => queue::log::fatal(1, &e),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -32,12 +46,12 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => queue::log::fatal(1, &format!("cannot start the event loop: {e}")),
     };
-    if let Err(e) = rt.block_on(run(started)) {
+    if let Err(e) = rt.block_on(run(started, early)) {
         queue::log::fatal(1, &e);
     }
 }
 
-async fn run(started: queue::service::Started) -> Result<(), String> {
+async fn run(started: queue::service::Started, early: server::Early) -> Result<(), String> {
     let queue::service::Started {
         cfg,
         queue,
@@ -70,7 +84,13 @@ async fn run(started: queue::service::Started) -> Result<(), String> {
     .map(|n| n as usize)
     .unwrap_or(cfg.default_process_limit as usize);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(server::Shared::new(cfg, queue, stop_rx.clone())?);
+    let shared = Arc::new(server::Shared::new(
+        &args.service,
+        cfg,
+        queue,
+        early,
+        stop_rx.clone(),
+    )?);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {

@@ -51,7 +51,18 @@ pub struct Shared {
     pub spares: Mutex<queue::spare::Spares>,
     /// Set when the server is stopping.
     pub shutdown: watch::Receiver<bool>,
+    /// The master.cf service name, for log lines.
+    pub service: String,
     last_id: Mutex<QueueId>,
+}
+
+/// What smtpd loads before it drops privileges: the TLS contexts (the key
+/// may be readable by root only) and the AUTH user file.
+pub struct Early {
+    /// TLS contexts, `None` when TLS is off.
+    pub tls: Option<Tls>,
+    /// Inbound AUTH, `None` when smtpd_sasl_auth_enable is off.
+    pub auth: Option<crate::sasl::Authenticator>,
 }
 
 impl Shared {
@@ -60,8 +71,10 @@ impl Shared {
     /// # Errors
     /// A configuration problem (tables, certificate, user file), in words.
     pub fn new(
+        service: &str,
         cfg: conf::Config,
         queue: Queue,
+        early: Early,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Shared, String> {
         let join = |errs: Vec<conf::Error>| {
@@ -75,17 +88,12 @@ impl Shared {
         for w in &cleanup.warnings {
             log::warning(w);
         }
-        let tls = Tls::new(&cfg)?;
+        let Early { tls, auth } = early;
         if tls.is_none() && cfg.smtpd_tls_security_level == "may" {
             log::info(
                 "no smtpd_tls_cert_file: STARTTLS is not offered (postern tls new-cert makes a certificate)",
             );
         }
-        let auth = if cfg.smtpd_sasl_auth_enable {
-            Some(crate::sasl::Authenticator::new(&cfg)?)
-        } else {
-            None
-        };
         Ok(Shared {
             limit_exceptions: policy.client_list(&cfg.smtpd_client_event_limit_exceptions),
             bare_lf_exclusions: policy.client_list(&cfg.smtpd_forbid_bare_newline_exclusions),
@@ -102,6 +110,7 @@ impl Shared {
             queue,
             cfg,
             last_id: Mutex::new(QueueId::now()),
+            service: service.to_string(),
         })
     }
 
@@ -194,6 +203,11 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, addr: std::net::SocketA
         }
     }
     let ip = canonical(addr.ip());
+    let name = if shared.cfg.smtpd_peername_lookup {
+        crate::peer::lookup_name(ip).await
+    } else {
+        "unknown".to_string()
+    };
     let exempt = shared.limit_exceptions.matches(ip, false);
     let counted = if exempt {
         false
@@ -201,16 +215,13 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, addr: std::net::SocketA
         match shared.anvil.connect(ip) {
             Ok(()) => true,
             Err(which) => {
-                let what = match which {
-                    Exceeded::Count => "Connection concurrency limit exceeded",
-                    Exceeded::Rate => "Connection rate limit exceeded",
+                let (what, n) = match which {
+                    Exceeded::Count(n) => ("Connection concurrency limit exceeded", n),
+                    Exceeded::Rate(n) => ("Connection rate limit exceeded", n),
                 };
                 log::warning(&format!(
-                    "{what} from [{ip}] for service {}",
-                    shared
-                        .cfg
-                        .get("service_name")
-                        .unwrap_or_else(|| "smtp".into())
+                    "{what}: {n} from {name}[{ip}] for service {}",
+                    shared.service
                 ));
                 let text = format!(
                     "421 4.7.0 {} Error: too many connections from {ip}\r\n",
@@ -221,11 +232,6 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, addr: std::net::SocketA
                 return;
             }
         }
-    };
-    let name = if shared.cfg.smtpd_peername_lookup {
-        crate::peer::lookup_name(ip).await
-    } else {
-        "unknown".to_string()
     };
     let peer = Peer {
         addr: ip,
@@ -239,12 +245,10 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream, addr: std::net::SocketA
         match shared.tls.as_ref().map(|t| t.mandatory.clone()) {
             Some(acc) => {
                 if let Some(tcp) = session.conn.take_plain() {
+                    // Wrapper mode: not a STARTTLS command, so not counted.
                     ok = crate::commands::handshake(&mut session, acc, tcp)
                         .await
                         .is_ok();
-                    if ok {
-                        session.count("starttls", true);
-                    }
                 }
             }
             None => ok = false,

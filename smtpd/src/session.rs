@@ -35,8 +35,10 @@ pub const COUNTED: [&str; 13] = [
 pub struct Tx {
     /// Envelope sender as given (`""` for `<>`).
     pub sender: String,
-    /// BODY=, SMTPUTF8, RET=, ENVID= from MAIL FROM.
+    /// BODY= from MAIL FROM.
     pub body: Option<String>,
+    /// SIZE= from MAIL FROM (0 when not given).
+    pub size: u64,
     /// SMTPUTF8 requested.
     pub smtputf8: bool,
     /// DSN RET.
@@ -60,6 +62,9 @@ pub struct Session {
     pub(crate) peer: Peer,
     pub(crate) helo: Option<String>,
     pub(crate) esmtp: bool,
+    /// The client pipelined where it was not allowed to (see
+    /// `commands::check_pipelining`).
+    pub(crate) ill_pipelining: bool,
     pub(crate) tls: Option<TlsInfo>,
     pub(crate) sasl: Option<(String, String)>,
     pub(crate) tx: Option<Tx>,
@@ -83,6 +88,7 @@ impl Session {
             peer,
             helo: None,
             esmtp: false,
+            ill_pipelining: false,
             tls: None,
             sasl: None,
             tx: None,
@@ -119,6 +125,14 @@ impl Session {
     /// Queues a prepared reply.
     pub fn reply_raw(&mut self, r: &Reply) {
         self.out.extend_from_slice(&r.to_wire());
+    }
+
+    /// Ends the mail transaction (RSET, HELO/EHLO, STARTTLS, end of
+    /// message, lost client): forgets the envelope and any unfinished BDAT
+    /// message, whose queue file is dropped.
+    pub fn reset_tx(&mut self) {
+        self.tx = None;
+        self.bdat = None;
     }
 
     /// Sends queued replies.

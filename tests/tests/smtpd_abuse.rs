@@ -86,6 +86,14 @@ fn bare_newlines_can_be_rejected() {
         (r.code, r.text.as_str()),
         (550, "5.5.2 Error: bare <LF> received")
     );
+    // A command line ending in a bare LF is refused too.
+    c.send(b"NOOP\n").unwrap();
+    let r = c.reply().unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (550, "5.5.2 Error: bare <LF> received")
+    );
+    assert_eq!(c.cmd("NOOP").unwrap().code, 250);
 }
 
 #[test]
@@ -135,6 +143,7 @@ fn per_client_connection_limit() {
         g.text.contains("too many connections from 127.0.0.2"),
         "{g}"
     );
+    env.wait_log(re(r"warning: Connection concurrency limit exceeded: 3 from unknown\[127\.0\.0\.2\] for service 127\.0\.0\.1:\d+"), WAIT).unwrap();
     // Another client is not affected.
     let (_d, g) = Smtp::connect(port, Some("127.0.0.1")).unwrap();
     assert_eq!(g.code, 220);
@@ -236,4 +245,52 @@ fn rss_kb(pid: i32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[test]
+fn per_client_connection_and_message_rates() {
+    let mut env = TestEnv::new().unwrap();
+    let _fake = env.office365_fake().unwrap();
+    env.set_many(&[
+        ("smtpd_client_connection_rate_limit", "3"),
+        ("smtpd_client_message_rate_limit", "2"),
+        ("smtpd_client_event_limit_exceptions", ""),
+        ("mynetworks", "127.0.0.0/8"),
+    ])
+    .unwrap();
+    let port = env.add_smtpd(&[]).unwrap();
+    env.start().unwrap();
+    // Two messages in one session, the third MAIL is refused.
+    let (mut c, _) = Smtp::connect(port, Some("127.0.0.3")).unwrap();
+    c.cmd("EHLO busy").unwrap();
+    for _ in 0..2 {
+        assert_eq!(c.cmd("MAIL FROM:<a@contoso.test>").unwrap().code, 250);
+        c.cmd("RSET").unwrap();
+    }
+    let r = c.cmd("MAIL FROM:<a@contoso.test>").unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (450, "4.7.1 Error: too much mail from 127.0.0.3")
+    );
+    c.cmd("QUIT").unwrap();
+    env.wait_log(re(r"warning: Message delivery request rate limit exceeded: 3 from unknown\[127\.0\.0\.3\] for service "), WAIT).unwrap();
+    // Connections: this was the first; two more pass, the fourth is refused.
+    for _ in 0..2 {
+        let (mut c, g) = Smtp::connect(port, Some("127.0.0.3")).unwrap();
+        assert_eq!(g.code, 220);
+        c.cmd("QUIT").unwrap();
+    }
+    let (_c, g) = Smtp::connect(port, Some("127.0.0.3")).unwrap();
+    assert_eq!(
+        (g.code, g.text.as_str()),
+        (
+            421,
+            "4.7.0 relay.test.example Error: too many connections from 127.0.0.3"
+        )
+    );
+    env.wait_log(
+        re(r"warning: Connection rate limit exceeded: 4 from unknown\[127\.0\.0\.3\] for service "),
+        WAIT,
+    )
+    .unwrap();
 }

@@ -232,3 +232,72 @@ fn python_smtplib_sends() {
     let m = fake.wait_messages(1, WAIT).unwrap();
     assert!(m[0].text().contains("hello from smtplib"));
 }
+
+/// An unfinished BDAT message is dropped by RSET: a later BDAT LAST starts
+/// a new message for the new recipients, and DATA in the middle of BDAT
+/// is refused.
+#[test]
+fn rset_drops_an_unfinished_bdat_message() {
+    let (_env, fake, port) = setup(&[]);
+    let (mut c, _) = Smtp::connect(port, None).unwrap();
+    c.cmd("EHLO app.lan").unwrap();
+    c.cmd("MAIL FROM:<app@contoso.test>").unwrap();
+    c.cmd("RCPT TO:<old@contoso.test>").unwrap();
+    c.send(b"BDAT 20\r\nSubject: abandoned\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+    let r = c.cmd("DATA").unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (503, "5.5.1 Error: DATA after BDAT")
+    );
+    assert_eq!(c.cmd("RSET").unwrap().code, 250);
+    c.cmd("MAIL FROM:<app@contoso.test>").unwrap();
+    c.cmd("RCPT TO:<new@contoso.test>").unwrap();
+    c.send(b"BDAT 22 LAST\r\nSubject: fresh\r\n\r\nhi\r\n")
+        .unwrap();
+    let r = c.reply().unwrap();
+    assert!(r.text.starts_with("2.0.0 Ok: queued as "), "{r}");
+    c.cmd("QUIT").unwrap();
+    let m = fake.wait_messages(1, WAIT).unwrap();
+    assert_eq!(m[0].rcpt_to, vec!["new@contoso.test"]);
+    let text = m[0].text();
+    assert!(
+        !text.contains("abandoned") && text.contains("Subject: fresh"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fake.messages().len(), 1, "{}", fake.summary());
+}
+
+/// reject_unauth_pipelining: a client that sends MAIL and RCPT before the
+/// EHLO reply is refused; one that waits for it may pipeline the rest.
+#[test]
+fn reject_unauth_pipelining_refuses_clients_that_do_not_wait() {
+    let (env, _fake, port) = setup(&[
+        "smtpd_recipient_restrictions=reject_unauth_pipelining,permit_mynetworks,reject_unauth_destination",
+    ]);
+    let (mut c, _) = Smtp::connect(port, None).unwrap();
+    c.send(b"EHLO bot\r\nMAIL FROM:<bot@contoso.test>\r\nRCPT TO:<x@contoso.test>\r\n")
+        .unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+    assert_eq!(c.reply().unwrap().code, 250);
+    let r = c.reply().unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (
+            503,
+            "5.5.0 <x@contoso.test>: Recipient address rejected: Improper use of SMTP command pipelining"
+        )
+    );
+    c.cmd("QUIT").unwrap();
+    env.wait_log(re(r"improper command pipelining after EHLO from (localhost|unknown)\[127\.0\.0\.1\]: MAIL FROM:<bot@contoso\.test>\?\?RCPT"), WAIT).unwrap();
+    // A proper client: waits for the EHLO reply, then pipelines.
+    let (mut c, _) = Smtp::connect(port, None).unwrap();
+    c.cmd("EHLO app").unwrap();
+    c.send(b"MAIL FROM:<app@contoso.test>\r\nRCPT TO:<x@contoso.test>\r\nDATA\r\n")
+        .unwrap();
+    let codes: Vec<u16> = (0..3).map(|_| c.reply().unwrap().code).collect();
+    assert_eq!(codes, vec![250, 250, 354]);
+    c.send(b"Subject: ok\r\n\r\nx\r\n.\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+}

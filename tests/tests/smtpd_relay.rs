@@ -9,6 +9,17 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn setup() -> (TestEnv, postern_tests::fake::FakeSmartHost, u16) {
+    let (env, fake, ports) = setup_with(&[], &[&[]]);
+    (env, fake, ports[0])
+}
+
+/// Relay domain contoso.test, mynetworks 127.0.0.1/32, AUTH on with the
+/// user webapp@contoso.test, plus `extra` main.cf settings; one smtpd
+/// listener per entry of `listeners` (its -o overrides).
+fn setup_with(
+    extra: &[(&str, &str)],
+    listeners: &[&[&str]],
+) -> (TestEnv, postern_tests::fake::FakeSmartHost, Vec<u16>) {
     let mut env = TestEnv::new().unwrap();
     let fake = env.office365_fake().unwrap();
     let cert = env.pki.server.cert_file.display().to_string();
@@ -21,7 +32,11 @@ fn setup() -> (TestEnv, postern_tests::fake::FakeSmartHost, u16) {
         ("smtpd_tls_key_file", &key),
     ])
     .unwrap();
-    let port = env.add_smtpd(&[]).unwrap();
+    env.set_many(extra).unwrap();
+    let ports = listeners
+        .iter()
+        .map(|o| env.add_smtpd(o).unwrap())
+        .collect();
     env.create_queue().unwrap();
     // The password comes from standard input when it is not a terminal.
     let out = env
@@ -39,7 +54,7 @@ fn setup() -> (TestEnv, postern_tests::fake::FakeSmartHost, u16) {
         .unwrap();
     assert!(out.success(), "{out}");
     env.start().unwrap();
-    (env, fake, port)
+    (env, fake, ports)
 }
 
 #[test]
@@ -205,4 +220,94 @@ fn failed_auth_is_rate_limited_per_client() {
         235
     );
     let _ = env;
+}
+
+/// swaks as the web app and the CRM: AUTH PLAIN over STARTTLS, AUTH LOGIN
+/// over implicit TLS, both from a foreign address; without AUTH the same
+/// client is refused. The Received: header names the user when
+/// smtpd_sasl_authenticated_header is on.
+#[test]
+fn swaks_auth_plain_and_login_over_starttls_and_implicit_tls() {
+    let (env, fake, ports) = setup_with(
+        &[("smtpd_sasl_authenticated_header", "yes")],
+        &[&[], &["smtpd_tls_wrappermode=yes"]],
+    );
+    let swaks = |args: &[&str]| {
+        let out = std::process::Command::new("swaks")
+            .args(["--server", "127.0.0.1", "--local-interface", "127.0.0.2"])
+            .args(["--from", "webapp@contoso.test", "--helo", "webapp.lan"])
+            .args(args)
+            .output()
+            .expect("swaks is installed (.ci/run installs it)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (p, s) = (ports[0].to_string(), ports[1].to_string());
+    let auth = [
+        "--auth-user",
+        "webapp@contoso.test",
+        "--auth-password",
+        "S3cret-app-pass",
+    ];
+    let (code, out) = swaks(
+        &[
+            &[
+                "--port",
+                &p,
+                "--to",
+                "one@elsewhere.test",
+                "--tls",
+                "--auth",
+                "PLAIN",
+            ][..],
+            &auth,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("235 2.7.0 Authentication successful"), "{out}");
+    let (code, out) = swaks(
+        &[
+            &[
+                "--port",
+                &s,
+                "--to",
+                "two@elsewhere.test",
+                "--tlsc",
+                "--auth",
+                "LOGIN",
+            ][..],
+            &auth,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("334 VXNlcm5hbWU6"),
+        "LOGIN asks for the user name: {out}"
+    );
+    // Without AUTH: relay refused (swaks exits 24 when RCPT fails).
+    let (code, out) = swaks(&["--port", &p, "--to", "three@elsewhere.test", "--tls"]);
+    assert_eq!(code, Some(24), "{out}");
+    assert!(
+        out.contains("554 5.7.1 <three@elsewhere.test>: Relay access denied"),
+        "{out}"
+    );
+    let msgs = fake.wait_messages(2, WAIT).unwrap();
+    for m in &msgs {
+        let text = m.text();
+        assert!(
+            text.contains("(Authenticated sender: webapp@contoso.test)"),
+            "{text}"
+        );
+        assert!(text.contains("with ESMTPSA id"), "{text}");
+    }
+    env.wait_log("sasl_method=LOGIN, sasl_username=webapp@contoso.test", WAIT)
+        .unwrap();
+    assert!(
+        !env.log_text().contains("S3cret-app-pass"),
+        "a password reached the log"
+    );
 }

@@ -16,13 +16,14 @@ pub enum BareLf {
 }
 
 impl BareLf {
-    /// Maps a Postfix `smtpd_forbid_bare_newline` value: `normalize`,
-    /// `yes` or `reject` (refuse), `no` (allow); case-insensitive. `None`
-    /// for anything else.
+    /// Maps a Postfix `smtpd_forbid_bare_newline` value: `normalize` or
+    /// `yes` (its alias), `reject` (refuse), `no` (allow); case-insensitive.
+    /// `None` for anything else.
     pub fn from_postfix(value: &str) -> Option<BareLf> {
         match value.trim().to_ascii_lowercase().as_str() {
-            "normalize" => Some(BareLf::Normalize),
-            "yes" | "reject" => Some(BareLf::Reject),
+            // "yes" is Postfix 3.9's alias for normalize.
+            "normalize" | "yes" => Some(BareLf::Normalize),
+            "reject" => Some(BareLf::Reject),
             "no" => Some(BareLf::Allow),
             _ => None,
         }
@@ -364,7 +365,7 @@ pub(crate) mod tests {
     #[test]
     fn postfix_values() {
         assert_eq!(BareLf::from_postfix("normalize"), Some(BareLf::Normalize));
-        assert_eq!(BareLf::from_postfix("YES"), Some(BareLf::Reject));
+        assert_eq!(BareLf::from_postfix("YES"), Some(BareLf::Normalize));
         assert_eq!(BareLf::from_postfix("reject"), Some(BareLf::Reject));
         assert_eq!(BareLf::from_postfix("no"), Some(BareLf::Allow));
         assert_eq!(BareLf::from_postfix("maybe"), None);

@@ -88,6 +88,9 @@ pub struct Ctx<'a> {
     pub tls: bool,
     /// `SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, ... for log lines.
     pub protocol: &'a str,
+    /// The client sent commands ahead where that is not allowed
+    /// (for reject_unauth_pipelining).
+    pub ill_pipelining: bool,
 }
 
 /// The decision for one stage.

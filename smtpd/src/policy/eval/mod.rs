@@ -314,6 +314,12 @@ impl<'e, 'a> Eval<'e, 'a> {
                 );
                 Status::Dunno
             }
+            Step::RejectUnauthPipelining if ctx.ill_pipelining => self.reject(
+                ErrClass::Policy,
+                503,
+                "5.5.0",
+                format!("<{rn}>: {rc} rejected: Improper use of SMTP command pipelining"),
+            ),
             Step::WarnIfReject | Step::RejectUnauthPipelining => Status::Dunno,
             Step::RejectPlaintextSession if !ctx.tls => self.reject(
                 ErrClass::Policy,

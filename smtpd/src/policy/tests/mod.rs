@@ -51,6 +51,7 @@ fn ctx<'a>(addr: &str, sender: &'a str, rcpt: &'a str) -> Ctx<'a> {
         sasl_user: None,
         tls: false,
         protocol: "ESMTP",
+        ill_pipelining: false,
     }
 }
 

@@ -42,6 +42,9 @@ pub fn run(dir: Option<PathBuf>) -> i32 {
         bin.display(),
         etc.display()
     );
+    eprintln!(
+        "  swaks --server 127.0.0.1:2525 --to you@example.com    # over SMTP, as a scanner would"
+    );
     eprintln!("  ls {}/Maildir/new", dir.display());
     eprintln!("postern demo: press Ctrl-C to stop");
     crate::control::main(&["-c".into(), etc.display().to_string(), "start-fg".into()])

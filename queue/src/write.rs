@@ -146,35 +146,108 @@ impl Draft {
     }
 }
 
-/// fsyncs many finished files at once. The calls run in parallel, so the
-/// file system commits them together (one journal commit for many files
-/// instead of one each): the group commit that lets pickup and smtpd keep up
+/// fsyncs many finished files at once. The calls run in parallel on a
+/// small pool of long-lived threads (no thread is started per batch), so
+/// the file system and the disk can commit them together instead of one
+/// after the other: the group commit that lets pickup and smtpd keep up
 /// with the disk's fsync latency.
 ///
 /// # Errors
 /// The first fsync error; the caller must not rename any of the files.
 pub fn sync_files(files: &[&Finished]) -> io::Result<()> {
-    const THREADS: usize = 16;
     if files.len() <= 1 {
         return files.iter().try_for_each(|f| f.file.sync_all());
     }
-    let chunk = files.len().div_ceil(THREADS);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|group| s.spawn(move || group.iter().try_for_each(|f| f.file.sync_all())))
-            .collect();
+    sync_pool().sync_all(files)
+}
+
+/// Threads of the fsync pool: enough to keep a disk's queue busy.
+const SYNC_THREADS: usize = 8;
+
+/// One fsync request: a descriptor, and where to report the result.
+struct SyncJob {
+    fd: std::os::fd::RawFd,
+    done: std::sync::mpsc::Sender<io::Result<()>>,
+}
+
+/// Long-lived fsync workers shared by the process.
+struct SyncPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<SyncJob>>,
+}
+
+fn sync_pool() -> &'static SyncPool {
+    static POOL: std::sync::OnceLock<SyncPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..SYNC_THREADS {
+            let rx = rx.clone();
+            // A worker that cannot be started is simply missing; with none
+            // at all, sync_all runs the fsyncs itself.
+            let _ = std::thread::Builder::new()
+                .name(format!("fsync-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // SAFETY: fsync on a descriptor; the caller of
+                        // sync_all keeps it open until every result is in.
+                        let rc = unsafe { libc::fsync(job.fd) };
+                        let r = if rc == 0 {
+                            Ok(())
+                        } else {
+                            Err(io::Error::last_os_error())
+                        };
+                        let _ = job.done.send(r);
+                    }
+                });
+        }
+        SyncPool {
+            jobs: std::sync::Mutex::new(tx),
+        }
+    })
+}
+
+impl SyncPool {
+    /// fsyncs `files` on the pool and waits for all of them; the files stay
+    /// borrowed (so open) until every worker has answered.
+    fn sync_all(&self, files: &[&Finished]) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (done, results) = std::sync::mpsc::channel();
+        let mut sent = 0;
         let mut result = Ok(());
-        for h in handles {
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked")));
-            if result.is_ok() {
-                result = r;
+        for f in files {
+            let job = SyncJob {
+                fd: f.file.as_raw_fd(),
+                done: done.clone(),
+            };
+            let queued = self
+                .jobs
+                .lock()
+                .map(|tx| tx.send(job).is_ok())
+                .unwrap_or(false);
+            if queued {
+                sent += 1;
+            } else if let Err(e) = f.file.sync_all() {
+                // No worker left: do it here.
+                result = result.and(Err(e));
+            }
+        }
+        drop(done);
+        for _ in 0..sent {
+            match results.recv() {
+                Ok(r) => result = result.and(r),
+                Err(_) => {
+                    result = result.and(Err(io::Error::other("fsync worker stopped")));
+                    break;
+                }
             }
         }
         result
-    })
+    }
 }
 
 impl Drop for Draft {

@@ -361,7 +361,7 @@ pub async fn data(s: &mut Session) -> Result<Next, End> {
     let cfg = &shared.cfg;
     let mode = bare_lf_mode(s);
     let mut rx = DataReceiver::new(cfg.message_size_limit, mode);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = std::mem::take(&mut s.rbuf);
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
         let n = match s.read_raw(&mut buf).await {
@@ -383,6 +383,7 @@ pub async fn data(s: &mut Session) -> Result<Next, End> {
             }
         }
     }
+    s.rbuf = buf;
     let bare_lf_reject = mode == BareLf::Reject && rx.bare_lf_seen();
     complete(s, "data", w, rx.too_big(), bare_lf_reject).await
 }
@@ -410,7 +411,7 @@ pub async fn bdat(s: &mut Session, size: u64, last: bool) -> Result<Next, End> {
         }
     };
     let mut remaining = size;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = std::mem::take(&mut s.rbuf);
     let mut out = Vec::with_capacity(64 * 1024);
     while remaining > 0 {
         let want = buf.len().min(remaining as usize);
@@ -424,6 +425,7 @@ pub async fn bdat(s: &mut Session, size: u64, last: bool) -> Result<Next, End> {
             w.push(&s.shared, &out);
         }
     }
+    s.rbuf = buf;
     let Some(w) = state.writer.take() else {
         // begin() already answered (no transaction or refused): every chunk
         // of this BDAT sequence gets the same treatment.

@@ -1,13 +1,45 @@
 //! The client's name: a reverse lookup of its address, confirmed by a
 //! forward lookup of that name (as Postfix does), else `unknown`. The
 //! system resolver is used (so /etc/hosts works) on a blocking thread, with
-//! a time limit so a dead DNS server never stalls a session.
+//! a time limit so a dead DNS server never stalls a session. Answers are
+//! kept for a minute: LAN devices connect for every message, and two
+//! lookups per connection would cost more than the rest of the session.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Time allowed for the whole lookup.
 const LIMIT: Duration = Duration::from_secs(5);
+
+/// How long an answer (name or `unknown`) is reused.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Most addresses remembered.
+const CACHE_MAX: usize = 10_000;
+
+static CACHE: Mutex<Option<HashMap<IpAddr, (String, Instant)>>> = Mutex::new(None);
+
+fn cached(addr: IpAddr) -> Option<String> {
+    let guard = CACHE.lock().ok()?;
+    let (name, at) = guard.as_ref()?.get(&addr)?;
+    (at.elapsed() < CACHE_TTL).then(|| name.clone())
+}
+
+fn remember(addr: IpAddr, name: &str) {
+    let Ok(mut guard) = CACHE.lock() else {
+        return;
+    };
+    let map = guard.get_or_insert_with(HashMap::new);
+    if map.len() >= CACHE_MAX {
+        map.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+    }
+    map.insert(addr, (name.to_string(), Instant::now()));
+}
 
 /// The client as logged: `name[addr]`.
 #[derive(Debug, Clone)]
@@ -29,11 +61,18 @@ impl Peer {
 
 /// Looks up the verified name of `addr`.
 pub async fn lookup_name(addr: IpAddr) -> String {
-    let work = tokio::task::spawn_blocking(move || verified_name(addr));
-    match tokio::time::timeout(LIMIT, work).await {
-        Ok(Ok(Some(n))) => n,
-        _ => "unknown".to_string(),
+    if let Some(n) = cached(addr) {
+        return n;
     }
+    let work = tokio::task::spawn_blocking(move || verified_name(addr));
+    let name = match tokio::time::timeout(LIMIT, work).await {
+        Ok(Ok(Some(n))) => n,
+        Ok(Ok(None)) => "unknown".to_string(),
+        // A lookup that timed out is not remembered: DNS may be back soon.
+        _ => return "unknown".to_string(),
+    };
+    remember(addr, &name);
+    name
 }
 
 fn verified_name(addr: IpAddr) -> Option<String> {

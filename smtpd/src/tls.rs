@@ -63,6 +63,7 @@ fn acceptor(cfg: &conf::Config, protocols: &str, grade: &str) -> Result<SslAccep
     } else {
         &cfg.smtpd_tls_key_file
     };
+    check_key_file(key)?;
     b.set_certificate_chain_file(&cfg.smtpd_tls_cert_file)
         .map_err(|e| format!("smtpd_tls_cert_file {}: {e}", cfg.smtpd_tls_cert_file))?;
     b.set_private_key_file(key, SslFiletype::PEM)
@@ -71,6 +72,28 @@ fn acceptor(cfg: &conf::Config, protocols: &str, grade: &str) -> Result<SslAccep
         .map_err(|e| format!("smtpd_tls_key_file {key} does not match smtpd_tls_cert_file: {e}"))?;
     // Old clients that cannot do session tickets or ALPN simply do not use them.
     Ok(b.build())
+}
+
+/// DESIGN §7 for the private key: owned by root (or by the user smtpd
+/// was started as), not writable by its group and not accessible to other
+/// users. Any group may read it (Debian's `ssl-cert` group is common).
+fn check_key_file(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| format!("smtpd_tls_key_file {path}: {e}"))?;
+    let mode = m.mode() & 0o7777;
+    let euid = nix::unistd::geteuid().as_raw();
+    if m.uid() != 0 && m.uid() != euid {
+        return Err(format!(
+            "smtpd_tls_key_file {path}: a private key must belong to root (it belongs to uid {}); run: chown root {path}",
+            m.uid()
+        ));
+    }
+    if mode & 0o027 != 0 {
+        return Err(format!(
+            "smtpd_tls_key_file {path}: a private key must not be accessible to other users or writable by its group (mode {mode:04o}); run: chmod 600 {path}"
+        ));
+    }
+    Ok(())
 }
 
 impl Tls {

@@ -128,7 +128,7 @@ impl TestCa {
         b.sign(&key, MessageDigest::sha256())?;
         let cert = b.build();
         let ca_file = dir.join("ca.pem");
-        write(&ca_file, &cert.to_pem()?)?;
+        write(&ca_file, &cert.to_pem()?, 0o644)?;
         Ok(TestCa {
             dir: dir.to_path_buf(),
             cert,
@@ -364,13 +364,13 @@ fn write_files(
     let cert_file = dir.join(format!("{stem}.crt"));
     let key_file = dir.join(format!("{stem}.key"));
     let chain_file = dir.join(format!("{stem}-chain.pem"));
-    write(&cert_file, &cert.to_pem()?)?;
-    write(&key_file, &key.private_key_to_pem_pkcs8()?)?;
+    write(&cert_file, &cert.to_pem()?, 0o644)?;
+    write(&key_file, &key.private_key_to_pem_pkcs8()?, 0o600)?;
     let mut all = cert.to_pem()?;
     for c in &chain {
         all.extend_from_slice(&c.to_pem()?);
     }
-    write(&chain_file, &all)?;
+    write(&chain_file, &all, 0o644)?;
     Ok(CertFiles {
         cert_file,
         key_file,
@@ -381,12 +381,13 @@ fn write_files(
     })
 }
 
-/// Writes a test PEM file readable by everyone: the daemons may run as
-/// another user, and these keys protect nothing.
-fn write(path: &Path, data: &[u8]) -> Result<()> {
+/// Writes a test PEM file: certificates readable by everyone (the daemons
+/// may run as another user), keys 0600 as smtpd demands of a key (it loads
+/// it before dropping privileges).
+fn write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, data).with_context(|| format!("write {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))
 }
 

@@ -128,3 +128,19 @@ fn implicit_tls_and_starttls_deliver() {
         "TLS sessions are ESMTPS"
     );
 }
+
+/// A private key other users can read is refused with the command that
+/// fixes it; the service does not run with it.
+#[test]
+fn a_world_readable_key_is_refused() {
+    let (mut env, _fake) = tls_env();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&env.pki.server.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.add_smtpd(&[]).unwrap();
+    env.start().unwrap();
+    env.wait_log(
+        re(r"postern/smtpd\[\d+\]: fatal: smtpd_tls_key_file .*server\.key: a private key must not be accessible to other users or writable by its group \(mode 0644\); run: chmod 600 "),
+        WAIT,
+    )
+    .unwrap();
+}

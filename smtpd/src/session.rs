@@ -13,6 +13,7 @@ use proto::status::EnhancedCode;
 use queue::QueueId;
 use queue::log;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Why a session ends.
@@ -278,6 +279,13 @@ impl Session {
     /// Runs the session to its end and logs how it ended.
     pub async fn run(mut self) {
         let end = self.main_loop().await;
+        if let Err(End::Lost("timeout")) = &end {
+            // As Postfix: tell the client why, if it still listens.
+            self.out.clear();
+            let host = self.shared.cfg.myhostname.clone();
+            self.reply(421, "4.4.2", &format!("{host} Error: timeout exceeded"));
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+        }
         if let Err(End::Lost(why)) = &end {
             log::info(&format!(
                 "{why} after {} from {}",

@@ -301,3 +301,54 @@ fn reject_unauth_pipelining_refuses_clients_that_do_not_wait() {
     c.send(b"Subject: ok\r\n\r\nx\r\n.\r\n").unwrap();
     assert_eq!(c.reply().unwrap().code, 250);
 }
+
+/// An idle client is told and dropped after smtpd_timeout.
+#[test]
+fn idle_client_times_out() {
+    let (env, _fake, port) = setup(&["smtpd_timeout=2s"]);
+    let (mut c, _) = Smtp::connect(port, None).unwrap();
+    c.cmd("EHLO sleepy").unwrap();
+    let started = std::time::Instant::now();
+    let r = c.reply().unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (421, "4.4.2 relay.test.example Error: timeout exceeded")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    env.wait_log(
+        re(r"timeout after EHLO from (localhost|unknown)\[127\.0\.0\.1\]"),
+        WAIT,
+    )
+    .unwrap();
+}
+
+/// smtpd_hard_error_limit: the client is told and disconnected.
+#[test]
+fn too_many_errors_disconnect() {
+    let (env, _fake, port) = setup(&[
+        "smtpd_hard_error_limit=3",
+        "smtpd_soft_error_limit=1",
+        "smtpd_error_sleep_time=0",
+    ]);
+    let (mut c, _) = Smtp::connect(port, None).unwrap();
+    c.cmd("EHLO noisy").unwrap();
+    assert_eq!(c.cmd("BOGUS 1").unwrap().code, 502);
+    assert_eq!(c.cmd("BOGUS 2").unwrap().code, 502);
+    c.send(b"BOGUS 3\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 502);
+    let r = c.reply().unwrap();
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (421, "4.7.0 relay.test.example Error: too many errors")
+    );
+    assert!(c.reply().is_err(), "the connection is closed");
+    env.wait_log(
+        re(r"too many errors after UNKNOWN from (localhost|unknown)\[127\.0\.0\.1\]"),
+        WAIT,
+    )
+    .unwrap();
+}

@@ -135,7 +135,11 @@ fn implicit_tls_and_starttls_deliver() {
 fn a_world_readable_key_is_refused() {
     let (mut env, _fake) = tls_env();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&env.pki.server.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        &env.pki.server.key_file,
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     env.add_smtpd(&[]).unwrap();
     env.start().unwrap();
     env.wait_log(

@@ -29,6 +29,7 @@ pub mod expand;
 pub mod maincf;
 pub mod mastercf;
 pub mod mynetworks;
+pub mod net;
 pub mod nexthop;
 pub mod params;
 pub mod passwd;

@@ -12,6 +12,7 @@
 
 pub mod cleanup;
 pub mod deliver;
+pub mod dns;
 pub mod explain;
 pub mod file;
 pub mod id;

@@ -65,7 +65,7 @@ impl Agent {
                 warnings.push("smtp_sasl_auth_enable = yes, but smtp_sasl_password_maps is empty: no credentials, mail goes out without AUTH".into());
             }
         }
-        let resolver = resolve::build_resolver(dns_server);
+        let resolver = queue::dns::resolver(dns_server);
         if let Err(e) = &resolver
             && settings.lookup_dns
         {

@@ -73,7 +73,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
             })?
         }
     };
-    let dns = resolve::dns_server_from_env().map_err(anyhow::Error::msg)?;
+    let dns = queue::dns::server_from_env().map_err(anyhow::Error::msg)?;
     let (agent, warnings) = delivery::Agent::new(&cfg, dns);
     for w in warnings {
         log::warning(&w);

@@ -10,22 +10,16 @@
 //! (4.4.3, defer).
 //!
 //! Tests point the resolver at their own DNS server with the environment
-//! variable `POSTERN_DNS_SERVER=ip:port` (see [`dns_server_from_env`]); it is
+//! variable `POSTERN_DNS_SERVER=ip:port` (see `queue::dns`); it is
 //! not a main.cf parameter and production systems leave it unset.
 
 use crate::outcome::Outcome;
 use crate::settings::Settings;
 use conf::nexthop::Nexthop;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
-use std::net::{IpAddr, SocketAddr};
-
-/// Environment variable naming a DNS server (`ip:port`) to use instead of
-/// the system's resolv.conf; for tests.
-pub const DNS_SERVER_ENV: &str = "POSTERN_DNS_SERVER";
+use std::net::IpAddr;
 
 /// One address to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,51 +32,6 @@ pub struct Target {
     pub port: u16,
     /// MX preference (0 without MX).
     pub pref: u16,
-}
-
-/// Reads [`DNS_SERVER_ENV`].
-///
-/// # Errors
-/// The variable is set but is not `ip:port`.
-pub fn dns_server_from_env() -> Result<Option<SocketAddr>, String> {
-    match std::env::var(DNS_SERVER_ENV) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{DNS_SERVER_ENV}={v}: expected ip:port, e.g. 127.0.0.1:5353")),
-        _ => Ok(None),
-    }
-}
-
-/// Builds the DNS resolver: the system configuration, or only `server`.
-///
-/// # Errors
-/// The system resolver configuration cannot be read.
-pub fn build_resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
-    let builder = match server {
-        Some(sa) => {
-            let mut udp = ConnectionConfig::udp();
-            udp.port = sa.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = sa.port();
-            let ns = NameServerConfig::new(sa.ip(), true, vec![udp, tcp]);
-            let mut b = TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(vec![ns]),
-                TokioRuntimeProvider::default(),
-            );
-            let mut opts = ResolverOpts::default();
-            opts.cache_size = 0;
-            *b.options_mut() = opts;
-            b
-        }
-        None => TokioResolver::builder_tokio().map_err(|e| {
-            format!("cannot read the system DNS configuration (/etc/resolv.conf): {e}")
-        })?,
-    };
-    builder
-        .build()
-        .map_err(|e| format!("cannot start the DNS resolver: {e}"))
 }
 
 /// How a lookup failed, in Postfix's terms.
@@ -384,7 +333,7 @@ pub(crate) mod tests {
             ("host.test", "A", "127.0.0.5"),
         ])
         .await;
-        let r = build_resolver(Some(dns.addr)).unwrap();
+        let r = queue::dns::resolver(Some(dns.addr)).unwrap();
         let s = settings();
         let t = targets(&r, &s, &Nexthop::parse("example.test:2525", 25).unwrap())
             .await
@@ -422,7 +371,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn nxdomain_bounces_and_server_failure_defers() {
         let dns = DnsServer::start(&[("broken.test", "SERVFAIL", "")]).await;
-        let r = build_resolver(Some(dns.addr)).unwrap();
+        let r = queue::dns::resolver(Some(dns.addr)).unwrap();
         let s = settings();
         let e = targets(&r, &s, &Nexthop::parse("nowhere.test", 25).unwrap())
             .await

@@ -31,15 +31,16 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread for queue `q`.
-    pub fn start(q: Queue) -> Committer {
+    ///
+    /// # Errors
+    /// The thread cannot be started (the process is out of resources).
+    pub fn start(q: Queue) -> Result<Committer, String> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("commit".into())
             .spawn(move || run(q, rx))
-            // Thread creation fails only when the process is out of
-            // resources at start-up; smtpd cannot work without it.
-            .expect("start the commit thread");
-        Committer { tx }
+            .map_err(|e| format!("cannot start the commit thread: {e}"))?;
+        Ok(Committer { tx })
     }
 
     /// Makes `file` durable as queue file `id` (or the next free ID when

@@ -100,7 +100,7 @@ impl Shared {
             rewrite_clients: policy.client_list(&cfg.local_header_rewrite_clients),
             failures: crate::sasl::FailureLimiter::new(&cfg),
             anvil: Anvil::new(&cfg),
-            committer: Committer::start(queue.clone()),
+            committer: Committer::start(queue.clone())?,
             spares: Mutex::new(queue::spare::Spares::new(&queue)),
             policy,
             cleanup,

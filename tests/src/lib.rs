@@ -5,6 +5,7 @@
 //! - [`fake`]: the fake smart host ([`fake::FakeSmartHost`]), scriptable
 //!   per phase, recording every message and session.
 //! - [`client`]: a small async SMTP client for driving servers.
+//! - [`dns`]: a tiny authoritative DNS server for the daemons' unit tests.
 //! - [`harness`]: [`harness::TestEnv`], a temporary postern installation
 //!   (main.cf, master.cf, queue, log) that runs the real binaries.
 //!
@@ -14,6 +15,7 @@
 
 pub mod ca;
 pub mod client;
+pub mod dns;
 pub mod fake;
 pub mod harness;
 pub mod sync_client;

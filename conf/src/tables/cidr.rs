@@ -6,114 +6,11 @@ use super::{Source, Table, TableKind};
 use crate::error::Error;
 use std::net::IpAddr;
 
-/// A network: address bits and prefix length, in a common 128-bit form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Net {
-    v6: bool,
-    bits: u128,
-    prefix: u32,
-}
+use crate::net::Net;
 
-impl Net {
-    fn width(v6: bool) -> u32 {
-        if v6 { 128 } else { 32 }
-    }
-
-    fn mask(v6: bool, prefix: u32) -> u128 {
-        if prefix == 0 {
-            return 0;
-        }
-        let all = if v6 { u128::MAX } else { u128::from(u32::MAX) };
-        // prefix is 1..=width here, so the shift is at most 127.
-        all & !((1u128 << (Net::width(v6) - prefix)) - 1)
-    }
-
-    fn contains(&self, v6: bool, addr: u128) -> bool {
-        self.v6 == v6 && addr & Net::mask(v6, self.prefix) == self.bits
-    }
-}
-
-fn addr_bits(a: IpAddr) -> (bool, u128) {
-    match a {
-        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
-        IpAddr::V6(a) => (true, u128::from(a)),
-    }
-}
-
-/// Parses an address the way Postfix chooses the family: with a ':' it is
-/// IPv6, otherwise dotted-quad IPv4.
-fn parse_addr(s: &str) -> Option<IpAddr> {
-    if s.contains(':') {
-        s.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
-    } else {
-        s.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
-    }
-}
-
-/// Parses `addr`, `addr/len`, `[addr]/len` or `[addr/len]`.
+/// Parses a rule's network, with Postfix's wording for what is wrong.
 fn parse_net(pattern: &str) -> Result<Net, String> {
-    let mut p = pattern;
-    let mut bracketed_mask = None;
-    if let Some(rest) = p.strip_prefix('[') {
-        let Some((inner, after)) = rest.split_once(']') else {
-            return Err(format!("missing ']' character after \"{p}\""));
-        };
-        if after.is_empty() {
-            p = inner;
-        } else if let Some(m) = after.strip_prefix('/') {
-            p = inner;
-            bracketed_mask = Some(m);
-        } else {
-            return Err(format!("garbage after \"[{inner}]\""));
-        }
-    }
-    let (addr, mask) = match bracketed_mask {
-        Some(m) => (p, Some(m)),
-        None => match p.split_once('/') {
-            Some((a, m)) => (a, Some(m)),
-            None => (p, None),
-        },
-    };
-    let Some(mask) = mask else {
-        let a = parse_addr(addr).ok_or_else(|| {
-            format!("bad address pattern: \"{addr}\" (expected an IPv4 or IPv6 address or network/prefix)")
-        })?;
-        let (v6, bits) = addr_bits(a);
-        return Ok(Net {
-            v6,
-            bits,
-            prefix: Net::width(v6),
-        });
-    };
-    let v6 = addr.contains(':');
-    let width = Net::width(v6);
-    if mask.is_empty() || !mask.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "bad mask value in \"{addr}/{mask}\" (expected 0 to {width})"
-        ));
-    }
-    let prefix = match mask.parse::<u32>() {
-        Ok(n) if n <= width => n,
-        _ => {
-            return Err(format!(
-                "bad mask length in \"{addr}/{mask}\" (expected 0 to {width})"
-            ));
-        }
-    };
-    let a = parse_addr(addr).ok_or_else(|| format!("bad network value in \"{addr}/{mask}\""))?;
-    let (_, bits) = addr_bits(a);
-    let masked = bits & Net::mask(v6, prefix);
-    if masked != bits {
-        let net = if v6 {
-            IpAddr::V6(masked.into())
-        } else {
-            IpAddr::V4((masked as u32).into())
-        };
-        return Err(format!(
-            "non-null host address bits in \"{addr}/{mask}\", perhaps you should use \"{net}/{prefix}\" instead"
-        ));
-    }
-    Ok(Net { v6, bits, prefix })
+    Net::parse(pattern).map_err(|e| e.message(pattern, false))
 }
 
 #[derive(Debug)]
@@ -142,22 +39,21 @@ pub(crate) struct CidrTable {
 
 impl Table for CidrTable {
     fn lookup(&self, key: &str) -> Result<Option<String>, Error> {
-        let Some(addr) = parse_addr(key) else {
+        let Ok(addr) = key.parse::<IpAddr>() else {
             return Ok(None);
         };
-        let (v6, bits) = addr_bits(addr);
         let mut i = 0;
         while i < self.rules.len() {
             match &self.rules[i] {
                 Rule::Match { net, negate, value } => {
                     // Like Postfix, a rule of the other address family never matches,
                     // negated or not.
-                    if net.v6 == v6 && net.contains(v6, bits) != *negate {
+                    if net.same_family(addr) && net.contains_literal(addr) != *negate {
                         return Ok(Some(value.clone()));
                     }
                 }
                 Rule::If { net, negate, end } => {
-                    if !(net.v6 == v6 && net.contains(v6, bits) != *negate) {
+                    if !(net.same_family(addr) && net.contains_literal(addr) != *negate) {
                         match end {
                             Some(e) => i = *e,
                             None => return Ok(None),
@@ -380,8 +276,8 @@ mod tests {
             e[2].contains(":3: ")
                 && e[2].contains("bad mask length in \"10.0.0.0/33\" (expected 0 to 32)")
         );
-        assert!(e[3].contains("bad mask value"));
-        assert!(e[4].contains("bad address pattern: \"10.0.0.300\""));
+        assert!(e[3].contains("bad mask length"));
+        assert!(e[4].contains("bad address \"10.0.0.300\""));
         assert!(e[5].contains(":6: ") && e[5].contains("no lookup result"));
         assert!(e[6].contains("ENDIF without IF"));
         assert!(e[7].contains("garbage after ENDIF"));
@@ -390,11 +286,6 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(Net::mask(false, 8), 0xff00_0000);
-        assert_eq!(Net::mask(false, 32), 0xffff_ffff);
-        assert_eq!(Net::mask(false, 0), 0);
-        assert_eq!(Net::mask(true, 128), u128::MAX);
-        assert_eq!(Net::mask(true, 1), 1u128 << 127);
         let t = table("0.0.0.0/0 all4\n::/0 all6\n");
         assert_eq!(t.lookup("1.2.3.4").unwrap().as_deref(), Some("all4"));
         assert_eq!(t.lookup("::").unwrap().as_deref(), Some("all6"));

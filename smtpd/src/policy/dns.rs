@@ -9,15 +9,11 @@
 
 use super::relay::valid_hostname;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use std::net::SocketAddr;
 use tokio::sync::OnceCell;
 
-/// Environment variable naming a DNS server (`ip:port`) to use instead of
-/// the system's resolv.conf; for tests.
-pub(crate) const DNS_SERVER_ENV: &str = "POSTERN_DNS_SERVER";
+pub(crate) use queue::dns::DNS_SERVER_ENV;
 
 /// The outcome of a lookup, ordered as Postfix ranks them: when several
 /// record types are tried, the best outcome is reported.
@@ -49,15 +45,7 @@ impl Dns {
     /// # Errors
     /// The variable is set but is not `ip:port`.
     pub(crate) fn from_env() -> Result<Dns, String> {
-        let server = match std::env::var(DNS_SERVER_ENV) {
-            Ok(v) if !v.trim().is_empty() => Some(
-                v.trim()
-                    .parse()
-                    .map_err(|_| format!("expected ip:port, e.g. 127.0.0.1:5353, not \"{v}\""))?,
-            ),
-            _ => None,
-        };
-        Ok(Dns::with_server(server))
+        Ok(Dns::with_server(queue::dns::server_from_env()?))
     }
 
     /// Uses `server` (`None`: the system configuration).
@@ -85,7 +73,7 @@ impl Dns {
         }
         self.resolver
             .get_or_init(|| async {
-                build(self.server)
+                queue::dns::resolver(self.server)
                     .map_err(|e| {
                         queue::log::warning(&format!(
                             "DNS lookups for smtpd restrictions fail: {e}"
@@ -182,37 +170,10 @@ fn fqdn(name: &str) -> String {
     }
 }
 
-/// Builds the resolver: the system configuration, or only `server`.
-fn build(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
-    let builder = match server {
-        Some(sa) => {
-            let mut udp = ConnectionConfig::udp();
-            udp.port = sa.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = sa.port();
-            let ns = NameServerConfig::new(sa.ip(), true, vec![udp, tcp]);
-            let mut b = TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(vec![ns]),
-                TokioRuntimeProvider::default(),
-            );
-            let mut opts = ResolverOpts::default();
-            opts.cache_size = 0;
-            *b.options_mut() = opts;
-            b
-        }
-        None => TokioResolver::builder_tokio().map_err(|e| {
-            format!("cannot read the system DNS configuration (/etc/resolv.conf): {e}")
-        })?,
-    };
-    builder
-        .build()
-        .map_err(|e| format!("cannot start the DNS resolver: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::testdns::DnsServer;
     use super::*;
+    use postern_tests::dns::DnsServer;
 
     #[tokio::test]
     async fn lookups_against_a_test_server() {

@@ -32,8 +32,6 @@ mod networks;
 mod relay;
 mod restriction;
 #[cfg(test)]
-mod testdns;
-#[cfg(test)]
 mod tests;
 
 pub use clients::ClientList;

@@ -22,7 +22,7 @@
 use conf::tables::{Table, TableKind};
 use conf::values::split_list;
 use conf::{Error, Origin};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
 /// How a list matches, after Postfix's three list types.
@@ -37,50 +37,7 @@ pub(crate) enum ListKind {
     Clients,
 }
 
-/// A network: address bits and prefix length in a common 128-bit form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Net {
-    v6: bool,
-    bits: u128,
-    prefix: u32,
-}
-
-impl Net {
-    fn width(v6: bool) -> u32 {
-        if v6 { 128 } else { 32 }
-    }
-
-    fn mask(v6: bool, prefix: u32) -> u128 {
-        if prefix == 0 {
-            return 0;
-        }
-        let all = if v6 { u128::MAX } else { u128::from(u32::MAX) };
-        // prefix is 1..=width, so the shift is at most 127.
-        all & !((1u128 << (Net::width(v6) - prefix)) - 1)
-    }
-
-    /// True when `addr` is inside this network.
-    pub(crate) fn contains(&self, addr: IpAddr) -> bool {
-        let (v6, bits) = addr_bits(normalize(addr));
-        self.v6 == v6 && bits & Net::mask(v6, self.prefix) == self.bits
-    }
-}
-
-fn addr_bits(a: IpAddr) -> (bool, u128) {
-    match a {
-        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
-        IpAddr::V6(a) => (true, u128::from(a)),
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) become IPv4, as Postfix
-/// converts them when IPv4 is enabled.
-pub(crate) fn normalize(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-        v4 => v4,
-    }
-}
+pub(crate) use conf::net::{Net, normalize};
 
 /// Parses `addr`, `addr/len`, `[addr]`, `[addr]/len` or `[addr/len]`.
 /// `Ok(None)` when the text does not look like an address at all (it is
@@ -108,69 +65,9 @@ pub(crate) fn parse_net(pattern: &str) -> Result<Option<Net>, String> {
             Ok(None)
         };
     }
-    let mut p = pattern;
-    let mut mask = None;
-    if let Some(rest) = p.strip_prefix('[') {
-        let Some((inner, after)) = rest.split_once(']') else {
-            return Err(format!("missing ']' in \"{pattern}\""));
-        };
-        if after.is_empty() {
-            p = inner;
-        } else if let Some(m) = after.strip_prefix('/') {
-            p = inner;
-            mask = Some(m);
-        } else {
-            return Err(format!("unexpected text after ']' in \"{pattern}\""));
-        }
-    }
-    let (addr, mask) = match mask {
-        Some(m) => (p, Some(m)),
-        None => match p.split_once('/') {
-            Some((a, m)) => (a, Some(m)),
-            None => (p, None),
-        },
-    };
-    let parsed: Option<IpAddr> = if addr.contains(':') {
-        addr.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
-    } else {
-        addr.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
-    };
-    let Some(a) = parsed else {
-        return Err(format!(
-            "bad address \"{addr}\" in \"{pattern}\" (expected a.b.c.d/n, [ipv6]/n or a full address; \
-             Postfix does not match partial addresses such as \"10.0.0\" here)"
-        ));
-    };
-    let (v6, bits) = addr_bits(a);
-    let width = Net::width(v6);
-    let Some(mask) = mask else {
-        return Ok(Some(Net {
-            v6,
-            bits,
-            prefix: width,
-        }));
-    };
-    let prefix = match mask.parse::<u32>() {
-        Ok(n) if n <= width && mask.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => {
-            return Err(format!(
-                "bad mask length in \"{pattern}\" (expected 0 to {width})"
-            ));
-        }
-    };
-    let masked = bits & Net::mask(v6, prefix);
-    if masked != bits {
-        let net = if v6 {
-            format!("[{}]", Ipv6Addr::from(masked))
-        } else {
-            // masked fits in 32 bits for IPv4.
-            Ipv4Addr::from(masked as u32).to_string()
-        };
-        return Err(format!(
-            "non-null host address bits in \"{pattern}\", perhaps you should use \"{net}/{prefix}\" instead"
-        ));
-    }
-    Ok(Some(Net { v6, bits, prefix }))
+    Net::parse(pattern)
+        .map(Some)
+        .map_err(|e| e.message(pattern, true))
 }
 
 #[derive(Debug)]
@@ -695,7 +592,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn parsing_and_matching_never_panic(items in "[0-9a-f:./\\[\\]!, x]{0,40}", addr in proptest::prelude::any::<u128>(), v4 in proptest::prelude::any::<bool>()) {
-            let a = if v4 { IpAddr::V4(Ipv4Addr::from(addr as u32)) } else { IpAddr::V6(Ipv6Addr::from(addr)) };
+            let a = if v4 { IpAddr::V4(std::net::Ipv4Addr::from(addr as u32)) } else { IpAddr::V6(std::net::Ipv6Addr::from(addr)) };
             if let Ok(l) = MatchList::build(ListKind::Clients, "mynetworks", &split_list(&items), true, &Origin::Default) {
                 let _ = l.match_client(Some(&items), Some(a));
             }

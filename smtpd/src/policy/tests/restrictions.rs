@@ -1,7 +1,7 @@
 //! Restrictions, access tables, DNS checks and stage handling.
 
 use super::*;
-use crate::policy::testdns::DnsServer;
+use postern_tests::dns::DnsServer;
 
 #[tokio::test]
 async fn access_tables_and_every_result_action() {

@@ -1,6 +1,7 @@
-//! A minimal authoritative DNS server on 127.0.0.1 (UDP) for the policy
-//! tests; the same as the delivery agent's test server
-//! (smtp-client/src/testkit.rs), with null MX records.
+//! A minimal authoritative DNS server on 127.0.0.1 (UDP), for the unit
+//! tests of the delivery agent (MX resolution) and of smtpd's policy
+//! (reject_unknown_*_domain); the daemons are pointed at it with
+//! `POSTERN_DNS_SERVER`.
 
 use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 
 /// The server; it runs until the test's runtime ends.
-pub(crate) struct DnsServer {
+pub struct DnsServer {
     /// Where it listens.
     pub addr: SocketAddr,
 }
@@ -19,7 +20,7 @@ impl DnsServer {
     /// `0 .` for a null MX), A, AAAA, SERVFAIL (every query for the name
     /// fails) and any other type (the name exists without data). Unknown
     /// names get NXDOMAIN, known names without the type an empty answer.
-    pub(crate) async fn start(records: &[(&str, &str, &str)]) -> DnsServer {
+    pub async fn start(records: &[(&str, &str, &str)]) -> DnsServer {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
         let records: Vec<(String, String, String)> = records

@@ -184,50 +184,39 @@ impl Cleanup {
     }
 
     fn canonical(&self, addr: &str, sender: bool) -> Result<String, CleanupError> {
-        let classes = |list: &[String], name: &str| list.iter().any(|c| c == name);
-        let (class, specific, specific_classes) = if sender {
-            (
-                "envelope_sender",
-                &self.sender_canonical,
-                &self.cfg.sender_canonical_classes,
-            )
+        let class = if sender {
+            "envelope_sender"
         } else {
-            (
-                "envelope_recipient",
-                &self.recipient_canonical,
-                &self.cfg.recipient_canonical_classes,
-            )
+            "envelope_recipient"
         };
-        let mut a = addr.to_string();
-        if classes(specific_classes, class) {
-            a = self.map_address(specific, &a)?;
-        }
-        if classes(&self.cfg.canonical_classes, class) {
-            a = self.map_address(&self.canonical, &a)?;
-        }
-        Ok(a)
+        self.canonical_for(addr, sender, class)
     }
 
     fn header_canonical(&self, addr: &str, sender: bool) -> Result<String, CleanupError> {
-        let classes = |list: &[String], name: &str| list.iter().any(|c| c == name);
-        let (class, specific, specific_classes) = if sender {
-            (
-                "header_sender",
-                &self.sender_canonical,
-                &self.cfg.sender_canonical_classes,
-            )
+        let class = if sender {
+            "header_sender"
+        } else {
+            "header_recipient"
+        };
+        self.canonical_for(addr, sender, class)
+    }
+
+    /// sender_ or recipient_canonical_maps, then canonical_maps, each when
+    /// its `*_classes` parameter names `class`.
+    fn canonical_for(&self, addr: &str, sender: bool, class: &str) -> Result<String, CleanupError> {
+        let (specific, specific_classes) = if sender {
+            (&self.sender_canonical, &self.cfg.sender_canonical_classes)
         } else {
             (
-                "header_recipient",
                 &self.recipient_canonical,
                 &self.cfg.recipient_canonical_classes,
             )
         };
         let mut a = addr.to_string();
-        if classes(specific_classes, class) {
+        if specific_classes.iter().any(|c| c == class) {
             a = self.map_address(specific, &a)?;
         }
-        if classes(&self.cfg.canonical_classes, class) {
+        if self.cfg.canonical_classes.iter().any(|c| c == class) {
             a = self.map_address(&self.canonical, &a)?;
         }
         Ok(a)

@@ -39,7 +39,7 @@ pub mod values;
 
 pub use error::{Error, Errors, Origin};
 pub use maincf::MainCf;
-pub use params::{Config, PARAMS, ParamDef};
+pub use params::{Config, PARAMS, ParamDef, RateLimit};
 
 use std::path::{Path, PathBuf};
 

@@ -38,6 +38,8 @@ pub enum Kind {
     Maps,
     /// One word from a fixed set.
     Choice(&'static [&'static str]),
+    /// `N/period`, e.g. `30/60s` or `10000/24h` (0 or empty: no limit).
+    Rate,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             Kind::List => "a list separated by commas or spaces".into(),
             Kind::Maps => "a list of lookup tables, type:name".into(),
             Kind::Choice(c) => format!("one of: {}", c.join(", ")),
+            Kind::Rate => "a count per time, e.g. 30/60s or 10000/24h (0: no limit)".into(),
         }
     }
 }
@@ -121,6 +124,49 @@ impl FromParam for Duration {
 impl FromParam for u64 {
     fn from_param(_: Kind, s: &str) -> Result<Self, String> {
         values::parse_size(s)
+    }
+}
+
+/// A limit of `count` events per sliding window of `per`; `count` 0 means
+/// no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    /// Events allowed per window (0: unlimited).
+    pub count: u64,
+    /// The window.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// True when there is no limit.
+    pub fn unlimited(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}s", self.count, self.per.as_secs())
+    }
+}
+
+impl FromParam for RateLimit {
+    fn from_param(_: Kind, s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let err = || "expected a count per time, e.g. 30/60s or 10000/24h (0: no limit)".to_string();
+        if t.is_empty() || t == "0" {
+            return Ok(RateLimit {
+                count: 0,
+                per: Duration::from_secs(1),
+            });
+        }
+        let (n, per) = t.split_once('/').ok_or_else(err)?;
+        let count: u64 = n.trim().parse().map_err(|_| err())?;
+        let per = values::parse_time(per, 's').map_err(|_| err())?;
+        if per.is_zero() {
+            return Err(err());
+        }
+        Ok(RateLimit { count, per })
     }
 }
 
@@ -605,6 +651,50 @@ registry! {
         "Mechanisms the client may use, e.g. login or plain; empty means all that the server offers and postern supports.";
     smtp_sender_dependent_authentication: bool, Bool, "no",
         "Look up smtp_sasl_password_maps by envelope sender first.";
+
+    // --- SMTP client OAuth2 (XOAUTH2) ------------------------------------------------------
+    smtp_oauth2_token_endpoint: String, Text, "",
+        "OAuth2 token endpoint, e.g. https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token (http:// only on loopback).";
+    smtp_oauth2_client_id: String, Text, "",
+        "Application (client) ID of the app registration.";
+    smtp_oauth2_client_secret_file: String, Text, "",
+        "File holding the client secret (client credentials grant); mode 0600 or 0640.";
+    smtp_oauth2_client_certificate_file: String, Text, "",
+        "Certificate (PEM) registered with the app, for a signed client assertion instead of a secret.";
+    smtp_oauth2_client_key_file: String, Text, "$smtp_oauth2_client_certificate_file",
+        "Private key (PEM) of smtp_oauth2_client_certificate_file.";
+    smtp_oauth2_refresh_token_file: String, Text, "",
+        "File holding a delegated refresh token (postern oauth2 login writes it; rotated tokens replace it atomically).";
+    smtp_oauth2_scope: String, Text, "https://outlook.office365.com/.default",
+        "Scope requested; delegated logins use https://outlook.office.com/SMTP.Send offline_access.";
+    smtp_oauth2_refresh_margin: Duration, TIME_S, "10m",
+        "Refresh a token when less than this (or a quarter of its lifetime, if less) remains.";
+    smtp_oauth2_account_maps: Vec<String>, Maps, "",
+        "Per-account OAuth2 settings by SASL user name: name=value pairs overriding the smtp_oauth2_* parameters.";
+    smtp_oauth2_token_cache_directory: String, Text, "$data_directory/oauth2",
+        "Where access tokens are cached (mode 0700; files 0600), shared by all delivery agents.";
+    smtp_oauth2_timeout: Duration, TIME_S, "30s",
+        "Time limit for one request to the token endpoint.";
+
+    // --- Per-account (per-mailbox) traffic shaping -------------------------------------
+    smtp_account_rate_limit: RateLimit, Rate, "30/60s",
+        "Most messages started per account (SASL user) in any sliding window of this length (Exchange Online: 30/min).";
+    smtp_account_concurrency_limit: i64, NONNEG, "3",
+        "Most simultaneous connections per account (Exchange Online refuses a 4th; 2 leaves room for other clients). 0: no limit.";
+    smtp_account_recipient_limit: RateLimit, Rate, "10000/24h",
+        "Most recipients per account in any rolling window (kept in the queue index, survives restarts).";
+    smtp_account_message_recipient_limit: i64, NONNEG, "500",
+        "Most recipients per message submitted for an account; larger messages are split (0: no limit).";
+    smtp_account_throttle_delay: Duration, TIME_S, "60s",
+        "After a throttling reply (432 4.3.2) the account pauses this long (plus jitter) and its concurrency drops by one.";
+    smtp_account_hold_retry_time: Duration, TIME_S, "10m",
+        "How often a held account or route (configuration error, quota) is tried again with one message.";
+
+    // --- Sender rewriting at delivery -----------------------------------------------------
+    smtp_generic_maps: Vec<String>, Maps, "",
+        "Address rewriting by the SMTP client (envelope and headers) just before delivery.";
+    smtp_send_as_mailbox: bool, Bool, "no",
+        "Send as the authenticated mailbox: envelope sender and header From become the SASL user, keeping the display name; the original From goes to Reply-To.";
 }
 
 /// A runtime default: values that depend on the machine.
@@ -917,6 +1007,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limits() {
+        let r = |v: &str| RateLimit::from_param(Kind::Rate, v);
+        assert_eq!(r("30/60s").unwrap(), RateLimit { count: 30, per: Duration::from_secs(60) });
+        assert_eq!(r("10000/24h").unwrap().per, Duration::from_secs(86400));
+        assert_eq!(r("6 / 10").unwrap(), RateLimit { count: 6, per: Duration::from_secs(10) });
+        assert!(r("0").unwrap().unlimited() && r("").unwrap().unlimited());
+        for bad in ["30", "x/60s", "30/0s", "30/soon", "-1/60s"] {
+            assert!(r(bad).is_err(), "{bad}");
+        }
+        let c = Config::defaults();
+        assert_eq!((c.smtp_account_rate_limit.count, c.smtp_account_recipient_limit.count), (30, 10000));
+    }
     use std::path::Path;
 
     #[test]

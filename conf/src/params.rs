@@ -153,7 +153,8 @@ impl std::fmt::Display for RateLimit {
 impl FromParam for RateLimit {
     fn from_param(_: Kind, s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let err = || "expected a count per time, e.g. 30/60s or 10000/24h (0: no limit)".to_string();
+        let err =
+            || "expected a count per time, e.g. 30/60s or 10000/24h (0: no limit)".to_string();
         if t.is_empty() || t == "0" {
             return Ok(RateLimit {
                 count: 0,
@@ -1011,15 +1012,33 @@ mod tests {
     #[test]
     fn rate_limits() {
         let r = |v: &str| RateLimit::from_param(Kind::Rate, v);
-        assert_eq!(r("30/60s").unwrap(), RateLimit { count: 30, per: Duration::from_secs(60) });
+        assert_eq!(
+            r("30/60s").unwrap(),
+            RateLimit {
+                count: 30,
+                per: Duration::from_secs(60)
+            }
+        );
         assert_eq!(r("10000/24h").unwrap().per, Duration::from_secs(86400));
-        assert_eq!(r("6 / 10").unwrap(), RateLimit { count: 6, per: Duration::from_secs(10) });
+        assert_eq!(
+            r("6 / 10").unwrap(),
+            RateLimit {
+                count: 6,
+                per: Duration::from_secs(10)
+            }
+        );
         assert!(r("0").unwrap().unlimited() && r("").unwrap().unlimited());
         for bad in ["30", "x/60s", "30/0s", "30/soon", "-1/60s"] {
             assert!(r(bad).is_err(), "{bad}");
         }
         let c = Config::defaults();
-        assert_eq!((c.smtp_account_rate_limit.count, c.smtp_account_recipient_limit.count), (30, 10000));
+        assert_eq!(
+            (
+                c.smtp_account_rate_limit.count,
+                c.smtp_account_recipient_limit.count
+            ),
+            (30, 10000)
+        );
     }
     use std::path::Path;
 

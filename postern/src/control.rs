@@ -1,5 +1,5 @@
 //! `postern [-c DIR] command`: start, start-fg, stop, reload, status,
-//! flush, check, demo, passwd, tls.
+//! flush, check, demo, passwd, tls, oauth2.
 
 use crate::master::{self, Master};
 use queue::layout::Queue;
@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: postern [-c config_dir] start | start-fg | stop | reload | status | flush | check | demo [dir] | passwd add|delete|check USER | passwd list | tls new-cert [options]";
+const USAGE: &str = "usage: postern [-c config_dir] start | start-fg | stop | reload | status | flush | check | demo [dir] | passwd add|delete|check USER | passwd list | tls new-cert [options] | oauth2 login USER | oauth2 token [--refresh] USER";
 
 pub fn main(args: &[String]) -> i32 {
     let (opts, rest) = match crate::getopt::parse(args, "c:v") {
@@ -59,6 +59,7 @@ pub fn main(args: &[String]) -> i32 {
         "demo" => crate::demo::run(rest.get(1).map(PathBuf::from)),
         "passwd" => crate::passwd::main(&dir, &rest[1..]),
         "tls" => crate::tls::main(&dir, &rest[1..]),
+        "oauth2" => crate::oauth2::main(&dir, &rest[1..]),
         "version" | "--version" => {
             println!("postern {}", env!("CARGO_PKG_VERSION"));
             0

@@ -9,6 +9,7 @@ mod demo;
 mod getopt;
 mod listen;
 mod master;
+mod oauth2;
 mod passwd;
 mod postcat;
 mod postconf;

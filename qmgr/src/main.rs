@@ -4,12 +4,14 @@
 //! backoff, sends bounces and delay warnings, and keeps the SQLite index (it
 //! is its only writer). Wake-ups are hints; timers rescan the queue.
 
+mod accounts;
 mod agents;
 mod bounce;
 mod manager;
 mod route;
 mod scan;
 mod schedule;
+mod transports;
 
 use manager::Manager;
 use queue::index::Index;
@@ -96,6 +98,19 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         }
     };
     let maxproc = master_maxproc(&cfg);
+    let transports = transports::Transports::new(&cfg);
+    // The account ledger of the last day (the longest window anyone uses).
+    let ledger_since = queue::time::micros(std::time::SystemTime::now() - accounts::LEDGER_KEEP);
+    let ledger_rows = index.ledger(ledger_since).unwrap_or_else(|e| {
+        log::warning(&format!("{e}; per-account budgets start empty"));
+        HashMap::new()
+    });
+    let next_ticket = ledger_rows
+        .values()
+        .flatten()
+        .map(|r| r.ticket)
+        .max()
+        .unwrap_or(0);
     let queue_for_recycler = queue.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut m = Manager {
@@ -120,7 +135,15 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         transport_inflight: HashMap::new(),
         incoming_backlog: false,
         recycler: queue::spare::Recycler::new(&queue_for_recycler),
+        transports,
+        accounts: HashMap::new(),
+        ledger_rows,
+        next_ticket,
+        account_timer: None,
     };
+    m.ops.push(manager::Op::LedgerPrune {
+        before: ledger_since,
+    });
     m.reconcile();
     log::info(&format!(
         "queue manager started: {} deferred, {} on hold",

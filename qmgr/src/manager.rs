@@ -49,6 +49,13 @@ pub enum Op {
     },
     /// Message gone.
     Delete { id: String },
+    /// An account ledger entry (new or updated).
+    LedgerPut {
+        account: String,
+        row: queue::index::LedgerRow,
+    },
+    /// Ledger entries older than this (microseconds) are no longer needed.
+    LedgerPrune { before: i64 },
 }
 
 /// A recipient's outcome in the current attempt.
@@ -81,10 +88,13 @@ pub struct Msg {
     pub warned: bool,
     /// Recipients whose done mark must be written into the file.
     pub newly_done: Vec<usize>,
+    /// Not to be retried before this (a held account or route).
+    pub not_before: Option<SystemTime>,
 }
 
-/// A request in flight: message, destination, recipient indices.
-pub type InFlight = (String, DestKey, Vec<usize>);
+/// A request in flight: message, destination, recipient indices, and its
+/// account ledger ticket.
+pub type InFlight = (String, DestKey, Vec<usize>, i64);
 
 /// The manager.
 pub struct Manager {
@@ -130,6 +140,16 @@ pub struct Manager {
     pub incoming_backlog: bool,
     /// Where finished queue files go (the spare pool, or unlinked).
     pub recycler: queue::spare::Recycler,
+    /// Transports' configurations and account lookups.
+    pub transports: crate::transports::Transports,
+    /// Per-account shaping state, by account key.
+    pub accounts: HashMap<String, crate::accounts::Account>,
+    /// Ledger rows read at start, until their account is first used.
+    pub ledger_rows: HashMap<String, Vec<queue::index::LedgerRow>>,
+    /// Last ledger ticket handed out.
+    pub next_ticket: i64,
+    /// Earliest time an account waiting for its window can go again.
+    pub account_timer: Option<SystemTime>,
 }
 
 fn now_us() -> i64 {
@@ -165,6 +185,8 @@ impl Manager {
                     Op::RcptDone { id, idx } => b.recipient_done(id, *idx)?,
                     Op::RcptReason { id, idx, reason } => b.recipient_reason(id, *idx, reason)?,
                     Op::Delete { id } => b.delete(id)?,
+                    Op::LedgerPut { account, row } => b.ledger_put(account, *row)?,
+                    Op::LedgerPrune { before } => b.ledger_prune(*before)?,
                 }
             }
             Ok(())
@@ -230,6 +252,7 @@ impl Manager {
             attempts: attempts + 1,
             warned,
             newly_done: Vec::new(),
+            not_before: None,
         };
         self.msgs.insert(id.to_string(), msg);
         self.route(id);
@@ -241,6 +264,11 @@ impl Manager {
             return;
         };
         let sender = msg.env.sender.clone();
+        let source = msg
+            .env
+            .attr("client_addr")
+            .map(str::to_string)
+            .unwrap_or_else(|| sender.clone());
         let pending: Vec<(usize, String, Option<String>)> = msg
             .env
             .recipients
@@ -257,8 +285,13 @@ impl Manager {
                 .resolve(&self.cfg, &addr, fixed.as_deref(), &sender)
             {
                 Ok(Route::Agent { transport, nexthop }) => {
+                    let account = self.transports.get(&transport).account(&sender, &nexthop);
                     groups
-                        .entry(DestKey { transport, nexthop })
+                        .entry(DestKey {
+                            transport,
+                            nexthop,
+                            account,
+                        })
                         .or_default()
                         .push(idx);
                 }
@@ -334,23 +367,26 @@ impl Manager {
             };
             msg.outcomes.insert(idx, outcome);
         }
-        let rcpt_limits: HashMap<String, usize> = groups
-            .keys()
-            .map(|k| {
-                let l = self
-                    .cfg
-                    .transport_param(&k.transport, "destination_recipient_limit")
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(50)
-                    .max(1);
-                (k.transport.clone(), l)
-            })
-            .collect();
         let mut jobs = 0;
+        let mut groups: Vec<(DestKey, Vec<usize>)> = groups.into_iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, idxs) in groups {
-            let limit = rcpt_limits.get(&key.transport).copied().unwrap_or(50);
+            // Postfix's per-destination limit, and the account's
+            // recipients-per-message limit (larger messages are split).
+            let mut limit = self
+                .cfg
+                .transport_param(&key.transport, "destination_recipient_limit")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(50)
+                .max(1);
+            if key.account.is_some() {
+                let per_message = self.transports.get(&key.transport).limits().per_message;
+                if per_message > 0 {
+                    limit = limit.min(per_message);
+                }
+            }
             for chunk in idxs.chunks(limit) {
-                self.enqueue_job(key.clone(), id.to_string(), chunk.to_vec());
+                self.enqueue_job(key.clone(), id.to_string(), chunk.to_vec(), source.clone());
                 jobs += 1;
             }
         }
@@ -526,7 +562,13 @@ impl Manager {
                 .maximal_backoff_time
                 .max(self.cfg.minimal_backoff_time),
         );
-        let next = queue::time::micros(now + delay);
+        let mut retry = now + delay;
+        if let Some(nb) = msg.not_before
+            && nb > retry
+        {
+            retry = nb;
+        }
+        let next = queue::time::micros(retry);
         let reason = deferred
             .first()
             .map(|(_, f)| f.reason.clone())
@@ -714,6 +756,9 @@ impl Manager {
         for id in ids {
             self.due_insert(&id, now);
             self.ops.push(Op::NextAttempt { id, next: now });
+        }
+        for a in self.accounts.values_mut() {
+            a.release();
         }
         for d in self.dests.values_mut() {
             d.revive();

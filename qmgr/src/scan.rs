@@ -156,6 +156,10 @@ impl Manager {
     pub fn rescan(&mut self) {
         self.remove_stale_temp_files();
         let now = queue::time::micros(std::time::SystemTime::now());
+        // Account ledger entries older than any window in use.
+        self.ops.push(crate::manager::Op::LedgerPrune {
+            before: now - crate::accounts::LEDGER_KEEP.as_micros() as i64,
+        });
         let deferred: std::collections::HashSet<String> = self
             .queue
             .list(QueueName::Deferred)

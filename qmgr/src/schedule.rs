@@ -1,25 +1,42 @@
 //! Destinations and dispatch: jobs (one message, one destination, up to the
-//! recipient limit) wait in a FIFO per destination; destinations take turns
-//! (round robin) within their concurrency window and rate delay; a
+//! recipient limit) wait per destination and account (the SASL user the
+//! delivery logs in as); within a queue, the sources (client or sender)
+//! take turns so one flooding device does not starve the others.
+//! Destinations take turns (round robin) within their concurrency window
+//! and rate delay, and within their account's limits (see `accounts`); a
 //! destination that fails as a whole (no connection, bad greeting) is
 //! suspended for minimal_backoff_time and its waiting jobs are deferred
 //! without a connection attempt, as Postfix does.
 
+use crate::accounts::{Account, Gate, Limits};
 use crate::agents::{self, Event};
 use crate::bounce::Failure;
-use crate::manager::{Manager, Outcome};
+use crate::manager::{Manager, Op, Outcome};
 use queue::deliver::{RcptRequest, Request, Response, Status};
 use queue::log::{self, Delays, DeliveryLine};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
-/// A destination: transport plus next hop.
+/// A destination: transport plus next hop, and the account deliveries
+/// there log in as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestKey {
     /// master.cf service.
     pub transport: String,
     /// Next hop.
     pub nexthop: String,
+    /// SASL user, lower case (`None`: no authentication).
+    pub account: Option<String>,
+}
+
+impl DestKey {
+    /// The account state's key: the SASL user, or the destination itself.
+    pub fn account_key(&self) -> String {
+        match &self.account {
+            Some(a) => a.clone(),
+            None => format!("dest:{}:{}", self.transport, self.nexthop),
+        }
+    }
 }
 
 /// One unit of work for a delivery agent.
@@ -29,13 +46,79 @@ pub struct Job {
     pub msg: String,
     /// Recipient indices.
     pub rcpts: Vec<usize>,
+    /// Who queued the message (client address or sender), for fairness.
+    pub source: String,
+}
+
+/// Waiting jobs in turns by source: each source's jobs in order, sources
+/// round robin.
+#[derive(Debug, Default)]
+pub struct FairQueue {
+    sources: VecDeque<(String, VecDeque<Job>)>,
+    len: usize,
+}
+
+impl FairQueue {
+    /// Adds a job at the end of its source's line.
+    pub fn push_back(&mut self, job: Job) {
+        self.len += 1;
+        if let Some((_, q)) = self.sources.iter_mut().find(|(s, _)| *s == job.source) {
+            q.push_back(job);
+        } else {
+            self.sources
+                .push_back((job.source.clone(), VecDeque::from([job])));
+        }
+    }
+
+    /// Puts a job back at the head (a start that did not happen).
+    pub fn push_front(&mut self, job: Job) {
+        self.len += 1;
+        if let Some(i) = self.sources.iter().position(|(s, _)| *s == job.source) {
+            if let Some((src, mut q)) = self.sources.remove(i) {
+                q.push_front(job);
+                self.sources.push_front((src, q));
+            }
+        } else {
+            self.sources
+                .push_front((job.source.clone(), VecDeque::from([job])));
+        }
+    }
+
+    /// The next job, without taking it.
+    pub fn front(&self) -> Option<&Job> {
+        self.sources.front().and_then(|(_, q)| q.front())
+    }
+
+    /// Takes the next job; its source goes to the end of the turns.
+    pub fn pop_front(&mut self) -> Option<Job> {
+        let (src, mut q) = self.sources.pop_front()?;
+        let job = q.pop_front();
+        if !q.is_empty() {
+            self.sources.push_back((src, q));
+        }
+        if job.is_some() {
+            self.len -= 1;
+        }
+        job
+    }
+
+    /// Takes every job.
+    pub fn drain_all(&mut self) -> Vec<Job> {
+        self.len = 0;
+        self.sources.drain(..).flat_map(|(_, q)| q).collect()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A destination's queue and limits.
 #[derive(Debug)]
 pub struct Destination {
     /// Waiting jobs.
-    pub jobs: VecDeque<Job>,
+    pub jobs: FairQueue,
     /// Jobs being delivered.
     pub in_flight: usize,
     /// Current concurrency window (slow start up to `limit`).
@@ -79,7 +162,7 @@ impl Manager {
             .unwrap_or_default();
         let initial = (self.cfg.initial_destination_concurrency as usize).clamp(1, limit);
         Destination {
-            jobs: VecDeque::new(),
+            jobs: FairQueue::default(),
             in_flight: 0,
             window: if rate_delay.is_zero() { initial } else { 1 },
             limit: if rate_delay.is_zero() { limit } else { 1 },
@@ -91,19 +174,42 @@ impl Manager {
     }
 
     /// Adds a job to its destination.
-    pub fn enqueue_job(&mut self, key: DestKey, msg: String, rcpts: Vec<usize>) {
+    pub fn enqueue_job(&mut self, key: DestKey, msg: String, rcpts: Vec<usize>, source: String) {
         if !self.dests.contains_key(&key) {
             let d = self.new_destination(&key);
             self.dests.insert(key.clone(), d);
         }
         if let Some(d) = self.dests.get_mut(&key) {
-            d.jobs.push_back(Job { msg, rcpts });
+            d.jobs.push_back(Job { msg, rcpts, source });
         }
+    }
+
+    /// The account state for `key`, created (with its ledger) on first use.
+    fn account_mut(&mut self, key: &DestKey) -> &mut Account {
+        let name = key.account_key();
+        if !self.accounts.contains_key(&name) {
+            let limits = match &key.account {
+                Some(_) => self.transports.get(&key.transport).limits(),
+                None => {
+                    let t = self.transports.get(&key.transport);
+                    Limits::unlimited(
+                        t.cfg.smtp_account_hold_retry_time,
+                        t.cfg.smtp_account_throttle_delay,
+                    )
+                }
+            };
+            let rows = self.ledger_rows.remove(&name).unwrap_or_default();
+            self.accounts
+                .insert(name.clone(), Account::new(&name, limits, &rows));
+        }
+        self.accounts.get_mut(&name).expect("inserted just above")
     }
 
     /// Starts as many deliveries as the limits allow.
     pub fn dispatch(&mut self) {
         let now = Instant::now();
+        let wall = SystemTime::now();
+        self.account_timer = None;
         let mut keys: Vec<DestKey> = self
             .dests
             .iter()
@@ -125,7 +231,7 @@ impl Manager {
                     if *until > now {
                         // Suspended: defer waiting jobs without trying.
                         let reason = format!("delivery temporarily suspended: {reason}");
-                        let jobs: Vec<Job> = d.jobs.drain(..).collect();
+                        let jobs: Vec<Job> = d.jobs.drain_all();
                         for job in jobs {
                             self.defer_job(&job, &reason);
                         }
@@ -136,6 +242,37 @@ impl Manager {
                 if d.in_flight >= d.window.min(d.limit) || d.next_start > now {
                     continue;
                 }
+                let rcpts = d.jobs.front().map(|j| j.rcpts.len() as u64).unwrap_or(0);
+                match self.account_mut(key).gate(wall, rcpts) {
+                    Gate::Go => {}
+                    Gate::Wait(until) => {
+                        if let Some(t) = until {
+                            self.account_timer = Some(self.account_timer.map_or(t, |x| x.min(t)));
+                        }
+                        continue;
+                    }
+                    Gate::Held { until, reason } => {
+                        let shown = format!(
+                            "delivery held until {}: {reason}",
+                            queue::time::syslog_stamp(until)
+                        );
+                        let jobs = self
+                            .dests
+                            .get_mut(key)
+                            .map(|d| d.jobs.drain_all())
+                            .unwrap_or_default();
+                        for job in jobs {
+                            if let Some(m) = self.msgs.get_mut(&job.msg) {
+                                m.not_before = Some(m.not_before.map_or(until, |x| x.max(until)));
+                            }
+                            self.defer_job(&job, &shown);
+                        }
+                        continue;
+                    }
+                }
+                let Some(d) = self.dests.get_mut(key) else {
+                    continue;
+                };
                 let maxproc = self
                     .maxproc
                     .get(&key.transport)
@@ -171,9 +308,11 @@ impl Manager {
         }
     }
 
-    /// Earliest time a rate-limited or suspended destination can move again.
+    /// Earliest time a rate-limited or suspended destination, or an account
+    /// waiting for its window, can move again.
     pub fn next_dest_timer(&self) -> Option<Instant> {
-        self.dests
+        let dests = self
+            .dests
             .values()
             .filter(|d| !d.jobs.is_empty())
             .filter_map(|d| match &d.dead {
@@ -181,7 +320,14 @@ impl Manager {
                 None if d.next_start > Instant::now() => Some(d.next_start),
                 None => None,
             })
-            .min()
+            .min();
+        let account = self
+            .account_timer
+            .map(|t| Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default());
+        match (dests, account) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn send_job(&mut self, key: DestKey, job: Job, more_waiting: bool) {
@@ -238,8 +384,19 @@ impl Manager {
             .transport_inflight
             .entry(key.transport.clone())
             .or_default() += 1;
-        self.inflight
-            .insert((key.transport.clone(), req), (job.msg, key, job.rcpts));
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let account = key.account_key();
+        let row = self
+            .account_mut(&key)
+            .start(ticket, SystemTime::now(), job.rcpts.len() as u64);
+        if key.account.is_some() {
+            self.ops.push(Op::LedgerPut { account, row });
+        }
+        self.inflight.insert(
+            (key.transport.clone(), req),
+            (job.msg, key, job.rcpts, ticket),
+        );
     }
 
     /// Connects to a transport's agent in the background.
@@ -267,7 +424,7 @@ impl Manager {
                 let jobs: Vec<Job> = self
                     .dests
                     .get_mut(&k)
-                    .map(|d| d.jobs.drain(..).collect())
+                    .map(|d| d.jobs.drain_all())
                     .unwrap_or_default();
                 for job in jobs {
                     self.defer_job(&job, &reason);
@@ -321,7 +478,7 @@ impl Manager {
             let jobs: Vec<Job> = self
                 .dests
                 .get_mut(&k)
-                .map(|d| d.jobs.drain(..).collect())
+                .map(|d| d.jobs.drain_all())
                 .unwrap_or_default();
             for job in jobs {
                 self.defer_job(&job, &reason);
@@ -331,10 +488,12 @@ impl Manager {
 
     /// Handles an agent's answer.
     pub fn on_response(&mut self, transport: &str, resp: Response) {
-        let Some((msg_id, key, rcpts)) = self.inflight.remove(&(transport.to_string(), resp.req))
+        let Some((msg_id, key, rcpts, ticket)) =
+            self.inflight.remove(&(transport.to_string(), resp.req))
         else {
             return;
         };
+        self.account_outcome(&key, ticket, &resp);
         if let Some(n) = self.transport_inflight.get_mut(transport) {
             *n = n.saturating_sub(1);
         }
@@ -433,8 +592,18 @@ impl Manager {
             .filter(|((t, _), _)| t == transport)
             .map(|((_, r), v)| (*r, v.clone()))
             .collect();
-        for (req, (msg_id, key, rcpts)) in lost {
+        for (req, (msg_id, key, rcpts, ticket)) in lost {
             self.inflight.remove(&(transport.to_string(), req));
+            // Unknown outcome: the reservation stays counted as submitted.
+            let reserved = rcpts.len() as u64;
+            let account = key.account_key();
+            let a = self.account_mut(&key);
+            a.probe_inconclusive();
+            if let Some(row) = a.finish(ticket, SystemTime::now(), reserved)
+                && key.account.is_some()
+            {
+                self.ops.push(Op::LedgerPut { account, row });
+            }
             if let Some(n) = self.transport_inflight.get_mut(transport) {
                 *n = n.saturating_sub(1);
             }
@@ -453,6 +622,67 @@ impl Manager {
                 );
             }
             self.job_done(&msg_id);
+        }
+    }
+
+    /// Books a finished delivery on its account: the ledger entry, and what
+    /// the server's replies mean for the account (throttle, hold, resume).
+    fn account_outcome(&mut self, key: &DestKey, ticket: i64, resp: &Response) {
+        let now = SystemTime::now();
+        let accepted = resp
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Sent)
+            .count() as u64;
+        let account = key.account_key();
+        // The strongest treatment among the replies.
+        let mut worst: Option<(queue::explain::Treatment, String)> = None;
+        for r in resp.results.iter().filter(|r| r.status != Status::Sent) {
+            let said = r.diagnostic.as_deref().unwrap_or(&r.reason);
+            let t = queue::explain::treatment(said);
+            let rank = |t: queue::explain::Treatment| match t {
+                queue::explain::Treatment::HoldRoute => 3,
+                queue::explain::Treatment::HoldAccount => 2,
+                queue::explain::Treatment::SlowDown => 1,
+                queue::explain::Treatment::Normal => 0,
+            };
+            if rank(t) > worst.as_ref().map_or(0, |(w, _)| rank(*w)) {
+                worst = Some((t, r.reason.clone()));
+            }
+        }
+        let a = self.account_mut(key);
+        let row = a.finish(ticket, now, accepted);
+        let mut lines = Vec::new();
+        match worst {
+            Some((t, reason)) if t.holds() => {
+                let help = queue::explain::explain(&reason)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                if let Some(line) = a.hold(now, &format!("{reason}{help}")) {
+                    lines.push((true, line));
+                }
+            }
+            Some((queue::explain::Treatment::SlowDown, reason)) => {
+                lines.push((true, a.throttled(now, &reason)));
+            }
+            _ if accepted > 0 => {
+                if let Some(line) = a.succeeded() {
+                    lines.push((false, line));
+                }
+            }
+            _ => a.probe_inconclusive(),
+        }
+        if let Some(row) = row
+            && key.account.is_some()
+        {
+            self.ops.push(Op::LedgerPut { account, row });
+        }
+        for (warn, line) in lines {
+            if warn {
+                log::warning(&line);
+            } else {
+                log::info(&line);
+            }
         }
     }
 

@@ -3,14 +3,29 @@
 //! and a few generic ones; bounces, `postern diagnose` and the logs use it so
 //! an admin reads the fix next to the error.
 
-/// How a reply should be treated beyond its 4xx/5xx class.
+/// How a reply should be treated beyond its 4xx/5xx class
+/// (OFFICE365.md §5, §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Treatment {
     /// Follow the reply code: 4xx defers, 5xx bounces.
     Normal,
-    /// A configuration or account problem that clears when the admin acts
-    /// or time passes: hold the route, do not bounce the backlog.
-    Hold,
+    /// A configuration problem (authentication, tenant settings,
+    /// connector, blocked sender or IP): hold the route or account and
+    /// alert; never bounce the backlog for it.
+    HoldRoute,
+    /// The mailbox is out of quota or throttled by the server for a while:
+    /// hold that account until its window frees.
+    HoldAccount,
+    /// Too many connections for the mailbox: defer, pause the account and
+    /// lower its concurrency.
+    SlowDown,
+}
+
+impl Treatment {
+    /// True for the two hold kinds (a 5xx reply is then deferred, not bounced).
+    pub fn holds(self) -> bool {
+        matches!(self, Treatment::HoldRoute | Treatment::HoldAccount)
+    }
 }
 
 struct Entry {
@@ -26,67 +41,67 @@ const TABLE: &[Entry] = &[
     Entry {
         dsn: "5.7.139",
         contains: "disabled for the tenant",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "SMTP AUTH is turned off for the whole Microsoft 365 tenant (this also blocks XOAUTH2). Run Set-TransportConfig -SmtpClientAuthenticationDisabled $false, or enable it for this mailbox with Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false; changes take up to an hour.",
     },
     Entry {
         dsn: "5.7.139",
         contains: "disabled for the mailbox",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "SMTP AUTH is turned off for this mailbox. Run Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false (or Microsoft 365 admin center > user > Mail > Manage email apps > Authenticated SMTP); changes take up to an hour.",
     },
     Entry {
         dsn: "5.7.139",
         contains: "basic authentication is disabled",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Microsoft refuses password (basic) authentication for SMTP. Switch this route to OAuth2: smtp_sasl_mechanism_filter = xoauth2 with an app registration (see postern(8), MICROSOFT 365).",
     },
     Entry {
         dsn: "5.7.139",
         contains: "security defaults",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Security Defaults block password authentication for this account. Use OAuth2 (XOAUTH2) instead of turning Security Defaults off.",
     },
     Entry {
         dsn: "5.7.139",
         contains: "did not meet the criteria",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "A Conditional Access policy blocks this sign-in (legacy authentication or this IP address). Use OAuth2, or ask the Entra ID admin for an exclusion.",
     },
     Entry {
         dsn: "5.7.139",
         contains: "credentials were incorrect",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "The password in smtp_sasl_password_maps is wrong. Fix it and run postmap; postern stops retrying so the account is not locked out.",
     },
     Entry {
         dsn: "5.7.139",
         contains: "account locked",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Entra ID locked the account after failed sign-ins. Unlock it in Entra ID and fix the credential before retrying.",
     },
     Entry {
         dsn: "5.7.139",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Exchange Online refused the sign-in for a policy reason given in the reply; fix the account or tenant setting it names.",
     },
     Entry {
         dsn: "5.7.30",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Basic authentication is retired for SMTP client submission in this tenant. Configure OAuth2 (smtp_sasl_mechanism_filter = xoauth2), or relay through a connector.",
     },
     Entry {
         dsn: "5.7.3",
         contains: "authentication unsuccessful",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Authentication failed. With a password: check smtp_sasl_password_maps. With OAuth2: the token's audience must be https://outlook.office365.com, the app needs SMTP.SendAsApp with admin consent, and the service principal must be registered with New-ServicePrincipal and given FullAccess to the mailbox.",
     },
     Entry {
         dsn: "5.7.57",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "The server requires authentication before MAIL FROM. Set smtp_sasl_auth_enable = yes with credentials for this relay, or send through the tenant's MX host (Direct Send or a connector) instead.",
     },
     Entry {
@@ -110,67 +125,67 @@ const TABLE: &[Entry] = &[
     Entry {
         dsn: "5.2.0",
         contains: "submissionquotaexceeded",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "The mailbox reached Exchange Online's limit of 10,000 recipients per 24 hours. Mail is held and sent when the rolling window frees; spread the load over more mailboxes or use High Volume Email.",
     },
     Entry {
         dsn: "5.1.90",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "The mailbox reached its daily recipient limit. Mail is held until the 24-hour window frees.",
     },
     Entry {
         dsn: "5.2.251",
         contains: "throttled",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "Exchange Online throttles this mailbox after repeated mailbox-full errors. Free space in the mailbox and wait.",
     },
     Entry {
         dsn: "5.2.252",
         contains: "throttled",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "Exchange Online throttles this mailbox after repeated Send As refusals. Fix the sender rewriting or grant Send As, then wait for the throttle to expire.",
     },
     Entry {
         dsn: "5.2.253",
         contains: "throttled",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "Exchange Online throttles this mailbox after repeated licence errors. Assign a licence to the mailbox, then wait.",
     },
     Entry {
         dsn: "5.2.254",
         contains: "throttled",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "Exchange Online throttles this mailbox after repeated too-many-recipients errors. Lower smtp_destination_recipient_limit, then wait.",
     },
     Entry {
         dsn: "5.2.255",
         contains: "throttled",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "Exchange Online throttles this mailbox after repeated invalid-recipient errors. Clean the recipient lists, then wait.",
     },
     Entry {
         dsn: "4.3.2",
         contains: "concurrent connections",
-        treatment: Treatment::Normal,
+        treatment: Treatment::SlowDown,
         help: "More than 3 connections submitted as this mailbox at once. Lower smtp_destination_concurrency_limit to 3 or less; postern retries later.",
     },
     Entry {
         dsn: "4.3.2",
         contains: "sender thread limit",
-        treatment: Treatment::Normal,
+        treatment: Treatment::SlowDown,
         help: "More than 3 connections submitted as this mailbox at once. Lower the per-mailbox concurrency; postern retries later.",
     },
     Entry {
         dsn: "5.1.8",
         contains: "bad outbound sender",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Microsoft restricted this mailbox for sending spam. Secure the account, then release it in Microsoft Defender > Restricted entities (about an hour to take effect).",
     },
     Entry {
         dsn: "5.2.2",
         contains: "mailbox full",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldAccount,
         help: "The sending mailbox is full (Sent Items copies count). Add a retention policy for Sent Items or raise the quota.",
     },
     Entry {
@@ -182,19 +197,19 @@ const TABLE: &[Entry] = &[
     Entry {
         dsn: "5.7.64",
         contains: "tenantattribution",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Exchange Online could not tie this connection to your tenant's inbound connector: update the connector's IP address or the certificate name (TlsSenderCertificateName).",
     },
     Entry {
         dsn: "5.7.64",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Relay access denied by Exchange Online: the sender's domain is not an accepted domain, or no connector matches this server.",
     },
     Entry {
         dsn: "5.7.68",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "The tenant rejects Direct Send. Create a partner inbound connector (certificate or IP) or turn off RejectDirectSend.",
     },
     Entry {
@@ -206,13 +221,13 @@ const TABLE: &[Entry] = &[
     Entry {
         dsn: "5.7.4",
         contains: "unrecognized authentication type",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "The server does not offer that authentication mechanism (Exchange Online offers LOGIN and XOAUTH2 only after STARTTLS). Set smtp_tls_security_level = encrypt and check smtp_sasl_mechanism_filter.",
     },
     Entry {
         dsn: "5.7.606",
         contains: "banned sending ip",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Microsoft blocks this server's IP address. Request delisting at https://sender.office.com/.",
     },
     Entry {
@@ -224,19 +239,19 @@ const TABLE: &[Entry] = &[
     Entry {
         dsn: "5.7.705",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "The tenant is blocked for sending (spam or an expired subscription). Secure the tenant and contact Microsoft Support.",
     },
     Entry {
         dsn: "5.7.708",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "Exchange Online does not accept traffic from this IP (low reputation, often trial tenants). Contact Microsoft Support.",
     },
     Entry {
         dsn: "5.7.750",
         contains: "",
-        treatment: Treatment::Hold,
+        treatment: Treatment::HoldRoute,
         help: "The tenant is blocked for sending from unregistered domains. Add and verify the sender domains in Microsoft 365.",
     },
     Entry {
@@ -309,12 +324,26 @@ mod tests {
     fn exchange_replies() {
         let r = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [SN4PR0501CA0054.namprd05.prod.outlook.com]";
         assert!(explain(r).unwrap().contains("Set-TransportConfig"));
-        assert_eq!(treatment(r), Treatment::Hold);
+        assert_eq!(treatment(r), Treatment::HoldRoute);
         let r = "host smtp.office365.com[1.2.3.4] said: 550 5.7.60 SMTP; Client does not have permissions to send as this sender (in reply to end of DATA command)";
         assert!(explain(r).unwrap().contains("SendAs"));
         assert_eq!(treatment(r), Treatment::Normal);
         let r = "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message";
-        assert_eq!(treatment(r), Treatment::Hold);
+        assert_eq!(treatment(r), Treatment::HoldAccount);
+        let r = "432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information.";
+        assert_eq!(treatment(r), Treatment::SlowDown);
+        assert_eq!(
+            treatment("550 5.2.252 Sender throttled due to continuous send as denied errors."),
+            Treatment::HoldAccount
+        );
+        assert_eq!(
+            treatment("554 5.2.252 SendAsDenied; a@b not allowed to send as c@d"),
+            Treatment::Normal
+        );
+        assert_eq!(
+            treatment("550 5.1.8 Access denied, bad outbound sender"),
+            Treatment::HoldRoute
+        );
         let r = "554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed";
         assert_eq!(treatment(r), Treatment::Normal);
         assert!(explain("250 2.0.0 OK").is_none());

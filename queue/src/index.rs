@@ -44,6 +44,14 @@ CREATE TABLE IF NOT EXISTS recipients (
     reason TEXT,
     PRIMARY KEY (id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS account_ledger (
+    account TEXT NOT NULL,
+    ticket INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    rcpts INTEGER NOT NULL,
+    PRIMARY KEY (account, ticket)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS account_ledger_ts ON account_ledger(ts);
 ";
 
 /// An index error with what was being done.
@@ -82,6 +90,19 @@ pub struct MessageRow {
     pub warned: bool,
     /// The last deferral reason of the message as a whole.
     pub reason: Option<String>,
+}
+
+/// A message submitted for an account (SASL user), for the per-account
+/// rate and rolling recipient budget (qmgr keeps these; they survive
+/// restarts and `postsuper -s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// qmgr's number for the delivery.
+    pub ticket: i64,
+    /// When it started or, once answered, finished (microseconds).
+    pub ts: i64,
+    /// Recipients it submitted (accepted ones, once answered).
+    pub rcpts: i64,
 }
 
 /// A recipient row.
@@ -172,6 +193,42 @@ impl Index {
         })?;
         let _ = conn.pragma_update(None, "busy_timeout", 10000);
         Ok(Index { conn, path: p })
+    }
+
+    /// The account ledger entries newer than `since` (microseconds), by
+    /// account, oldest first.
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn ledger(
+        &self,
+        since: i64,
+    ) -> Result<std::collections::HashMap<String, Vec<LedgerRow>>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT account, ticket, ts, rcpts FROM account_ledger WHERE ts > ?1 ORDER BY ts",
+            )
+            .map_err(self.err("read the account ledger"))?;
+        let rows = st
+            .query_map(params![since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    LedgerRow {
+                        ticket: r.get(1)?,
+                        ts: r.get(2)?,
+                        rcpts: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(self.err("read the account ledger"))?;
+        let mut out: std::collections::HashMap<String, Vec<LedgerRow>> =
+            std::collections::HashMap::new();
+        for row in rows {
+            let (account, entry) = row.map_err(self.err("read the account ledger"))?;
+            out.entry(account).or_default().push(entry);
+        }
+        Ok(out)
     }
 
     /// Runs `f` in one transaction (one commit for a batch of changes).
@@ -456,6 +513,32 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Records or updates a ledger entry.
+    ///
+    /// # Errors
+    /// Statement errors.
+    pub fn ledger_put(&self, account: &str, row: LedgerRow) -> Result<(), IndexError> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO account_ledger(account, ticket, ts, rcpts) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut st| st.execute(params![account, row.ticket, row.ts, row.rcpts]))
+            .map_err(self.err("write the account ledger"))?;
+        Ok(())
+    }
+
+    /// Forgets ledger entries older than `before` (microseconds).
+    ///
+    /// # Errors
+    /// Statement errors.
+    pub fn ledger_prune(&self, before: i64) -> Result<(), IndexError> {
+        self.tx
+            .prepare_cached("DELETE FROM account_ledger WHERE ts < ?1")
+            .and_then(|mut st| st.execute(params![before]))
+            .map_err(self.err("prune the account ledger"))?;
+        Ok(())
+    }
+
     /// Removes a message and its recipients.
     ///
     /// # Errors
@@ -478,6 +561,71 @@ mod tests {
     use super::*;
     use crate::file::Recipient;
     use std::time::SystemTime;
+
+    #[test]
+    fn account_ledger_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        {
+            let mut ix = Index::open_rw(&path).unwrap();
+            ix.batch(|b| {
+                b.ledger_put(
+                    "a@x",
+                    LedgerRow {
+                        ticket: 1,
+                        ts: 100,
+                        rcpts: 3,
+                    },
+                )?;
+                b.ledger_put(
+                    "a@x",
+                    LedgerRow {
+                        ticket: 2,
+                        ts: 200,
+                        rcpts: 1,
+                    },
+                )?;
+                b.ledger_put(
+                    "b@x",
+                    LedgerRow {
+                        ticket: 3,
+                        ts: 50,
+                        rcpts: 9,
+                    },
+                )?;
+                // An update replaces (start time and reservation → result).
+                b.ledger_put(
+                    "a@x",
+                    LedgerRow {
+                        ticket: 1,
+                        ts: 150,
+                        rcpts: 2,
+                    },
+                )
+            })
+            .unwrap();
+            ix.batch(|b| b.ledger_prune(60)).unwrap();
+        }
+        let ix = Index::open_rw(&path).unwrap();
+        let l = ix.ledger(0).unwrap();
+        assert_eq!(
+            l["a@x"],
+            vec![
+                LedgerRow {
+                    ticket: 1,
+                    ts: 150,
+                    rcpts: 2
+                },
+                LedgerRow {
+                    ticket: 2,
+                    ts: 200,
+                    rcpts: 1
+                }
+            ]
+        );
+        assert!(!l.contains_key("b@x"), "pruned");
+        assert_eq!(ix.ledger(160).unwrap()["a@x"].len(), 1);
+    }
 
     #[test]
     fn insert_update_read_delete() {

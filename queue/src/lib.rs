@@ -8,9 +8,11 @@
 //! - [`index`] is the SQLite mirror of the queue with delivery state.
 //! - [`deliver`] is the qmgr ↔ delivery agent protocol; [`wake`] the wake-up hints.
 //! - [`log`] writes Postfix-format log lines; [`time`] formats dates.
+//! - [`oauth2`] gets, caches and refreshes OAuth2 access tokens for XOAUTH2.
 #![deny(missing_docs)]
 
 pub mod cleanup;
+pub mod credentials;
 pub mod deliver;
 pub mod dns;
 pub mod explain;
@@ -19,6 +21,7 @@ pub mod id;
 pub mod index;
 pub mod layout;
 pub mod log;
+pub mod oauth2;
 pub mod service;
 pub mod spare;
 pub mod time;

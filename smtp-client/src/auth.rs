@@ -16,113 +16,25 @@
 use crate::chat::{Chat, ChatError};
 use crate::outcome::Outcome;
 use crate::settings::SaslSettings;
-use conf::tables::{AddrSearch, Maps};
 use proto::sasl::{Secret, login_pass, login_user, plain_initial, xoauth2_initial};
 use proto::{Command, Reply};
+pub use queue::credentials::{Credentials, PasswordMaps};
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-/// A user name and its password (or, for XOAUTH2, a placeholder).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The SASL user name.
-    pub user: String,
-    /// The password.
-    pub pass: Secret,
-}
-
-impl Credentials {
-    /// Splits a table value at the first `:`.
-    pub fn from_value(v: &str) -> Credentials {
-        match v.split_once(':') {
-            Some((u, p)) => Credentials {
-                user: u.to_string(),
-                pass: Secret::new(p),
-            },
-            None => Credentials {
-                user: v.to_string(),
-                pass: Secret::new(""),
-            },
-        }
-    }
-}
-
 /// Where OAuth2 access tokens come from (XOAUTH2). The token fetcher
 /// implements this; with none configured, XOAUTH2 is not offered.
 pub trait TokenSource: Send + Sync + Debug {
-    /// A current access token for `user`.
+    /// A current access token for `user`; after the server refused one,
+    /// pass it as `rejected` to get a newer one.
     fn token<'a>(
         &'a self,
         user: &'a str,
+        rejected: Option<&'a Secret>,
     ) -> Pin<Box<dyn Future<Output = Result<Secret, String>> + Send + 'a>>;
-}
-
-/// `smtp_sasl_password_maps`, opened once.
-#[derive(Debug)]
-pub struct PasswordMaps {
-    maps: Result<Maps, String>,
-}
-
-impl PasswordMaps {
-    /// Opens the tables; an error is kept and reported by every lookup.
-    pub fn open(cfg: &conf::Config) -> PasswordMaps {
-        let origin = cfg
-            .resolver
-            .raw("smtp_sasl_password_maps")
-            .map(|(_, o)| o)
-            .unwrap_or_default();
-        let maps = Maps::open(&cfg.smtp_sasl_password_maps, &origin).map_err(|errs| {
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
-        PasswordMaps { maps }
-    }
-
-    /// Tables already open (tests).
-    #[cfg(test)]
-    pub fn from_maps(maps: Maps) -> PasswordMaps {
-        PasswordMaps { maps: Ok(maps) }
-    }
-
-    /// Why the tables could not be opened, if they could not.
-    pub fn problem(&self) -> Option<&str> {
-        self.maps.as_ref().err().map(String::as_str)
-    }
-
-    /// Looks up credentials: by `sender` first when `sender_dependent`,
-    /// then by `host` (the server's name), then by each of `dests` (the
-    /// next hop as written, then its canonical form).
-    ///
-    /// # Errors
-    /// The tables could not be opened, or a lookup failed.
-    pub fn lookup(
-        &self,
-        sender_dependent: bool,
-        sender: &str,
-        host: Option<&str>,
-        dests: &[&str],
-    ) -> Result<Option<Credentials>, String> {
-        let maps = self.maps.as_ref().map_err(Clone::clone)?;
-        if sender_dependent && !sender.is_empty() {
-            let found = maps
-                .find_address(sender, &AddrSearch::default())
-                .map_err(|e| e.to_string())?;
-            if let Some((v, _)) = found {
-                return Ok(Some(Credentials::from_value(&v)));
-            }
-        }
-        for key in host.into_iter().chain(dests.iter().copied()) {
-            if let Some(v) = maps.find(key).map_err(|e| e.to_string())? {
-                return Ok(Some(Credentials::from_value(&v)));
-            }
-        }
-        Ok(None)
-    }
 }
 
 /// A SASL mechanism postern speaks.
@@ -260,7 +172,10 @@ impl From<Outcome> for AuthFailure {
     }
 }
 
-/// Runs the AUTH exchange.
+/// Runs the AUTH exchange. With XOAUTH2, a `535` reply (the token was
+/// refused: expired, revoked, or issued just before a permission change)
+/// gets one retry with a newly fetched token on the same connection
+/// (OFFICE365.md §8 item 3); a second refusal stands.
 ///
 /// # Errors
 /// The server's refusal (deferred: a refused login is a configuration
@@ -280,6 +195,45 @@ pub async fn authenticate(
             format!("SASL authentication failed; cannot authenticate to server {namaddr}: {why}"),
         )
     };
+    if mech != Mechanism::Xoauth2 {
+        return exchange(chat, mech, creds, None, limit)
+            .await
+            .map_err(|(f, _)| f);
+    }
+    let src = tokens.ok_or_else(|| cannot("no OAuth2 token source is configured"))?;
+    let token = src.token(&creds.user, None).await.map_err(|e| cannot(&e))?;
+    match exchange(chat, mech, creds, Some(&token), limit).await {
+        Ok(()) => Ok(()),
+        Err((f, Some(535))) => {
+            queue::log::info(&format!(
+                "XOAUTH2 token for {} refused by {namaddr}; fetching a new one and trying once more",
+                creds.user
+            ));
+            let fresh = match src.token(&creds.user, Some(&token)).await {
+                Ok(t) => t,
+                Err(e) => {
+                    queue::log::warning(&e);
+                    return Err(f);
+                }
+            };
+            exchange(chat, mech, creds, Some(&fresh), limit)
+                .await
+                .map_err(|(f, _)| f)
+        }
+        Err((f, _)) => Err(f),
+    }
+}
+
+/// One AUTH command and its exchange; the error carries the final reply's
+/// code when the server answered.
+async fn exchange(
+    chat: &mut Chat,
+    mech: Mechanism,
+    creds: &Credentials,
+    token: Option<&Secret>,
+    limit: Duration,
+) -> Result<(), (AuthFailure, Option<u16>)> {
+    let namaddr = chat.peer.namaddr();
     let (initial, mut responses): (Option<Secret>, VecDeque<Secret>) = match mech {
         Mechanism::Plain => (
             Some(Secret::new(plain_initial(
@@ -296,20 +250,24 @@ pub async fn authenticate(
                 Secret::new(login_pass(creds.pass.expose())),
             ]),
         ),
-        Mechanism::Xoauth2 => {
-            let src = tokens.ok_or_else(|| cannot("no OAuth2 token source is configured"))?;
-            let token = src.token(&creds.user).await.map_err(|e| cannot(&e))?;
-            (
-                Some(Secret::new(xoauth2_initial(&creds.user, token.expose()))),
-                VecDeque::new(),
-            )
-        }
+        Mechanism::Xoauth2 => (
+            Some(Secret::new(xoauth2_initial(
+                &creds.user,
+                token.map(Secret::expose).unwrap_or(""),
+            ))),
+            VecDeque::new(),
+        ),
     };
     let (cmd, deferred) = first_command(mech, initial);
     if let Some(d) = deferred {
         responses.push_front(d);
     }
-    let io = |chat: &Chat, e: ChatError| chat.failure(&e, "performing the AUTH handshake");
+    let io = |chat: &Chat, e: ChatError| {
+        (
+            AuthFailure::from(chat.failure(&e, "performing the AUTH handshake")),
+            None,
+        )
+    };
     chat.send(&cmd, limit).await.map_err(|e| io(chat, e))?;
     let mut steps = 0;
     let reply: Reply = loop {
@@ -319,13 +277,16 @@ pub async fn authenticate(
         }
         steps += 1;
         if steps > 100 {
-            return Err(Outcome::local(
-                "4.3.0",
-                format!(
-                    "SASL authentication failed; authentication protocol loop with server {namaddr}"
-                ),
-            )
-            .into());
+            return Err((
+                Outcome::local(
+                    "4.3.0",
+                    format!(
+                        "SASL authentication failed; authentication protocol loop with server {namaddr}"
+                    ),
+                )
+                .into(),
+                None,
+            ));
         }
         // Out of responses: XOAUTH2's error challenge wants an empty line;
         // any other mechanism cancels with "*".
@@ -343,10 +304,13 @@ pub async fn authenticate(
         "SASL authentication failed; server {namaddr} said: {}",
         reply.said_text()
     );
-    Err(AuthFailure {
-        outcome: Outcome::remote(&chat.peer, &reply, reason).soften(),
-        permanent: reply.is_permanent(),
-    })
+    Err((
+        AuthFailure {
+            outcome: Outcome::remote(&chat.peer, &reply, reason).soften(),
+            permanent: reply.is_permanent(),
+        },
+        Some(reply.code),
+    ))
 }
 
 #[cfg(test)]
@@ -402,57 +366,6 @@ mod tests {
                 .reason
                 .ends_with("h[1.2.3.4]: no mechanism available")
         );
-    }
-
-    #[test]
-    fn password_maps_lookup_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sasl_passwd");
-        std::fs::write(
-            &p,
-            "scan@contoso.com      scanner@contoso.com:pw:with:colons\n\
-             @fabrikam.com         fab@fabrikam.com:fabpw\n\
-             mx1.example.com       hostuser:hostpw\n\
-             [smtp.office365.com]:587  relay@contoso.com:relaypw\n",
-        )
-        .unwrap();
-        let maps = Maps::open(
-            &[format!("texthash:{}", p.display())],
-            &conf::Origin::Default,
-        )
-        .unwrap();
-        let m = PasswordMaps::from_maps(maps);
-        let dest = ["[smtp.office365.com]:587"];
-        // Sender first, only with smtp_sender_dependent_authentication.
-        let c = m
-            .lookup(true, "scan@contoso.com", Some("smtp.office365.com"), &dest)
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.user, "scanner@contoso.com");
-        assert_eq!(c.pass.expose(), "pw:with:colons");
-        assert!(!format!("{c:?}").contains("pw:with"));
-        let c = m
-            .lookup(true, "anyone@fabrikam.com", None, &dest)
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.user, "fab@fabrikam.com");
-        let c = m
-            .lookup(false, "scan@contoso.com", Some("smtp.office365.com"), &dest)
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.user, "relay@contoso.com");
-        // The host name before the next hop.
-        let c = m
-            .lookup(false, "", Some("mx1.example.com"), &dest)
-            .unwrap()
-            .unwrap();
-        assert_eq!(c.user, "hostuser");
-        assert_eq!(
-            m.lookup(false, "", Some("other"), &["other.example"])
-                .unwrap(),
-            None
-        );
-        assert_eq!(Credentials::from_value("justuser").pass.expose(), "");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub struct Agent {
     tls: TlsEngine,
     passwords: PasswordMaps,
     tokens: Option<Arc<dyn TokenSource>>,
+    rewriter: Result<crate::rewrite::Rewriter, String>,
     /// Idle sessions.
     pub cache: Cache,
     stopping: AtomicBool,
@@ -72,13 +73,27 @@ impl Agent {
             warnings.push(e.clone());
         }
         let cache = Cache::new(settings.cache);
+        let tokens: Option<Arc<dyn TokenSource>> = match crate::oauth::OAuthTokens::from_config(cfg)
+        {
+            Some(Ok(t)) => Some(Arc::new(t)),
+            Some(Err(e)) => {
+                warnings.push(format!("XOAUTH2 is not available: {e}"));
+                None
+            }
+            None => None,
+        };
+        let rewriter = crate::rewrite::Rewriter::new(cfg);
+        if let Err(e) = &rewriter {
+            warnings.push(format!("cannot open smtp_generic_maps: {e}"));
+        }
         (
             Agent {
                 settings,
                 resolver,
                 tls,
                 passwords,
-                tokens: None,
+                tokens,
+                rewriter,
                 cache,
                 stopping: AtomicBool::new(false),
             },
@@ -217,6 +232,30 @@ impl Agent {
         } else {
             None
         };
+        // What goes out: generic maps, send-as rewriting, header hygiene.
+        let rewritten = match &self.rewriter {
+            Ok(rw) => rw.apply(
+                pre_user.as_deref(),
+                &req.sender,
+                &req.recipients,
+                qf.content(),
+            ),
+            Err(e) => Err(format!("cannot open smtp_generic_maps: {e}")),
+        };
+        let rewritten = match rewritten {
+            Ok(r) => r,
+            Err(e) => {
+                let mut o = Outcome::local(
+                    "4.3.0",
+                    format!("{e}; fix the table and run postern reload"),
+                );
+                o.hold = true;
+                return (self.all(req, o, "none", 0, None), true);
+            }
+        };
+        let sender = rewritten.sender.as_deref().unwrap_or(&req.sender);
+        let recipients = rewritten.recipients.as_deref().unwrap_or(&req.recipients);
+        let content = rewritten.content.as_deref().unwrap_or(qf.content());
         let key = Key {
             nexthop: written.to_ascii_lowercase(),
             level: s.tls.level,
@@ -229,9 +268,9 @@ impl Agent {
         });
         let job = Job {
             queue_id: &req.queue_id,
-            sender: &req.sender,
-            recipients: &req.recipients,
-            content: qf.content(),
+            sender,
+            recipients,
+            content,
             body: env.attr("body"),
             envid: env.attr("envid"),
             ret,
@@ -367,6 +406,7 @@ impl Agent {
         let now = SystemTime::now();
         let mut results = Vec::with_capacity(done.len());
         let mut hold_route = false;
+        let mut explained: Vec<&'static str> = Vec::new();
         for (r, d) in req.recipients.iter().zip(done) {
             hold_route |= d.outcome.hold;
             let orig = r
@@ -394,6 +434,16 @@ impl Agent {
                 self.settings.delay_resolution,
             );
             log::info(&line);
+            // What the reply means and how to fix it, once per delivery.
+            if d.outcome.status != queue::deliver::Status::Sent
+                && let Some(help) = queue::explain::explain(
+                    d.outcome.diagnostic.as_deref().unwrap_or(&d.outcome.reason),
+                )
+                && !explained.contains(&help)
+            {
+                explained.push(help);
+                log::info(&format!("{}: explanation: {help}", req.queue_id));
+            }
             results.push(RcptResult {
                 idx: r.idx,
                 status: d.outcome.status,

@@ -10,7 +10,6 @@
 
 use proto::Reply;
 use queue::deliver::Status;
-use queue::explain::Treatment;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -121,10 +120,10 @@ impl Outcome {
 
     /// A failing reply with a caller-worded reason (greeting, STARTTLS,
     /// AUTH). The status follows the reply code, except that a reply
-    /// [`Treatment::Hold`] defers and holds the route.
+    /// hold treatment (`queue::explain::Treatment::holds`) defers and holds the route.
     pub fn remote(peer: &Peer, reply: &Reply, reason: String) -> Outcome {
         let said = reply.said_text();
-        let hold = queue::explain::treatment(&said) == Treatment::Hold;
+        let hold = queue::explain::treatment(&said).holds();
         let mut dsn = reply.dsn().to_string();
         let status = if reply.is_permanent() && !hold {
             Status::Bounced

@@ -312,7 +312,7 @@ async fn wrapper_mode_starts_tls_at_connect() {
     assert_eq!(r.results[0].reason, "250 2.0.0 over tls");
 }
 
-/// A token source that hands out one fixed token.
+/// A token source: `tok-123`, and `tok-456` once that was refused.
 #[derive(Debug)]
 struct FixedToken(&'static str);
 
@@ -320,10 +320,16 @@ impl crate::auth::TokenSource for FixedToken {
     fn token<'a>(
         &'a self,
         _user: &'a str,
+        rejected: Option<&'a proto::Secret>,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<proto::Secret, String>> + Send + 'a>,
     > {
-        Box::pin(async move { Ok(proto::Secret::new(self.0)) })
+        Box::pin(async move {
+            Ok(proto::Secret::new(match rejected {
+                Some(_) => "tok-456",
+                None => self.0,
+            }))
+        })
     }
 }
 
@@ -333,8 +339,21 @@ async fn xoauth2_sends_the_bearer_token_and_answers_an_error_challenge() {
         c.greet_ehlo(&["250-mx.test", "250-PIPELINING", "250 AUTH LOGIN XOAUTH2"])
             .await;
         let blob = STANDARD.encode("user=scanner@contoso.com\x01auth=Bearer tok-123\x01\x01");
+        let fresh = STANDARD.encode("user=scanner@contoso.com\x01auth=Bearer tok-456\x01\x01");
         assert_eq!(c.line().await, format!("AUTH XOAUTH2 {blob}"));
-        if n == 0 {
+        if n == 2 {
+            // Refused, then the newly fetched token works on the same connection.
+            c.say("535 5.7.3 Authentication unsuccessful [X.prod.outlook.com]")
+                .await;
+            assert_eq!(c.line().await, format!("AUTH XOAUTH2 {fresh}"));
+            c.say("235 2.7.0 Authentication successful").await;
+            read_envelope(&mut c, 1).await;
+            for l in ["250 ok", "250 ok", "354 go"] {
+                c.say(l).await;
+            }
+            c.data().await;
+            c.say("250 ok").await;
+        } else if n == 0 {
             c.say("235 2.7.0 Authentication successful").await;
             read_envelope(&mut c, 1).await;
             for l in ["250 ok", "250 ok", "354 go"] {
@@ -350,6 +369,10 @@ async fn xoauth2_sends_the_bearer_token_and_answers_an_error_challenge() {
                 "",
                 "the client must answer an error challenge with an empty line"
             );
+            c.say("535 5.7.3 Authentication unsuccessful [X.prod.outlook.com]")
+                .await;
+            // One retry with a new token, then it stands.
+            assert_eq!(c.line().await, format!("AUTH XOAUTH2 {fresh}"));
             c.say("535 5.7.3 Authentication unsuccessful [X.prod.outlook.com]")
                 .await;
         }
@@ -377,6 +400,7 @@ async fn xoauth2_sends_the_bearer_token_and_answers_an_error_challenge() {
         (r.results[0].status, r.results[0].dsn.as_str()),
         (Status::Deferred, "4.7.3")
     );
+    assert_eq!(agent.deliver(&req).await.results[0].status, Status::Sent);
     server.finish().await;
 }
 

@@ -28,6 +28,8 @@ fn kill_9_of_qmgr_and_smtp_loses_no_message() {
     let fake = env.office365_fake().unwrap();
     // Exchange allows 3 sessions per mailbox.
     env.set("smtp_destination_concurrency_limit", "3").unwrap();
+    // This test is about durability, not pacing: no per-mailbox rate.
+    env.set("smtp_account_rate_limit", "0").unwrap();
     env.start().unwrap();
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -3,9 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use postern_tests::ca::TestPki;
+use postern_tests::ca::{CertFiles, TestPki};
 use postern_tests::client::{TestClient, connector};
-use postern_tests::fake::{Action, FakeConfig, FakeSmartHost, Phase, TlsVersion};
+use postern_tests::fake::{
+    Action, Attribution, FakeConfig, FakeSmartHost, Phase, TlsVersion, ViolationKind, replies,
+};
+use postern_tests::sync_client::Smtp;
+use proto::Reply;
 use regex::Regex;
 
 const USER: &str = "scanner@contoso.test";
@@ -416,6 +420,16 @@ async fn fourth_concurrent_session_of_a_mailbox_gets_432() {
     last.cmd("DATA").await.unwrap();
     assert_eq!(last.cmd("\r\nhi\r\n.").await.unwrap().code, 250);
     assert_eq!(fake.violations(), 1);
+    // The session that got the 432 is the one counted.
+    assert_eq!(fake.violations_of(ViolationKind::Concurrency), 1);
+    let v = &fake.violation_log()[0];
+    assert_eq!(
+        (v.kind, v.mailbox.as_str()),
+        (ViolationKind::Concurrency, USER)
+    );
+    let refused = fake.refused();
+    assert_eq!(refused[0].session, v.session);
+    assert_eq!(refused[0].reply.as_ref().unwrap().code, 432);
 }
 
 #[tokio::test]
@@ -521,4 +535,579 @@ async fn implicit_tls_greets_after_the_handshake() {
     assert_eq!(c.auth_login(USER, PASS).await.unwrap().code, 235);
     let s = fake.sessions();
     assert_eq!(s[0].sni.as_deref(), Some("smtp.office365.test"));
+}
+
+// ---- per-mailbox limits ----------------------------------------------------
+
+/// An Exchange-like fake adjusted by `f`, with USER and a second mailbox.
+fn office365_with(
+    f: impl FnOnce(FakeConfig) -> FakeConfig,
+) -> (tempfile::TempDir, TestPki, FakeSmartHost) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path()).unwrap();
+    let cfg = FakeConfig::office365(&pki.server)
+        .user(USER, PASS)
+        .user(OTHER, PASS);
+    let fake = FakeSmartHost::spawn(f(cfg)).unwrap();
+    (dir, pki, fake)
+}
+
+const OTHER: &str = "printer@contoso.test";
+
+async fn logged_in_as(fake: &FakeSmartHost, pki: &TestPki, user: &str) -> TestClient {
+    let (mut c, _) = TestClient::connect_greeted(fake.addr()).await.unwrap();
+    c.login(pki.ca_file(), user, PASS).await.unwrap();
+    c
+}
+
+/// One message: envelope `from`, `rcpts`, header `From: header_from`
+/// (none when empty); the end-of-data reply (or the first refusal).
+async fn send(c: &mut TestClient, from: &str, rcpts: &[&str], header_from: &str) -> Reply {
+    let r = c.cmd(&format!("MAIL FROM:<{from}>")).await.unwrap();
+    if r.code >= 400 {
+        return r;
+    }
+    for rcpt in rcpts {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await.unwrap();
+        assert!(r.code < 400, "RCPT {rcpt}: {}", r.one_line());
+    }
+    assert_eq!(c.cmd("DATA").await.unwrap().code, 354);
+    let head = if header_from.is_empty() {
+        String::new()
+    } else {
+        format!("From: {header_from}\r\n")
+    };
+    c.cmd(&format!("{head}Subject: t\r\n\r\nbody\r\n."))
+        .await
+        .unwrap()
+}
+
+/// ` [<host> <ISO time> <16 hex>]` at the end.
+fn suffix_re(host: &str) -> Regex {
+    Regex::new(&format!(
+        r" \[{} \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z [0-9A-F]{{16}}\]$",
+        regex::escape(host)
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn message_rate_is_counted_but_mail_is_accepted() {
+    let (_d, pki, fake) = office365_with(|c| c.message_rate(6, Duration::from_secs(10)));
+    let mut c = logged_in(&fake, &pki).await;
+    for i in 0..8 {
+        let r = send(&mut c, USER, &["bob@contoso.test"], USER).await;
+        assert!(
+            r.one_line().starts_with("250 2.0.0 OK <"),
+            "message {i}: {}",
+            r.one_line()
+        );
+    }
+    assert_eq!(fake.violations_of(ViolationKind::MessageRate), 2);
+    assert!(
+        fake.violation_log()
+            .iter()
+            .all(|v| v.kind == ViolationKind::MessageRate && v.mailbox == USER)
+    );
+    let mine = fake.messages_of("Scanner@Contoso.test");
+    assert_eq!(mine.len(), 8);
+    assert!(mine.windows(2).all(|w| w[0].at <= w[1].at));
+    // Another mailbox has its own window.
+    let mut o = logged_in_as(&fake, &pki, OTHER).await;
+    assert_eq!(
+        send(&mut o, OTHER, &["bob@contoso.test"], OTHER).await.code,
+        250
+    );
+    assert_eq!(fake.messages_of(OTHER).len(), 1);
+    assert_eq!(fake.violations(), 2);
+    assert!(fake.summary().contains("MessageRate"));
+}
+
+#[tokio::test]
+async fn message_rate_window_slides() {
+    let (_d, pki, fake) = office365_with(|c| c.message_rate(2, Duration::from_millis(600)));
+    let mut c = logged_in(&fake, &pki).await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&mut c, USER, &["bob@contoso.test"], USER).await.code,
+            250
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&mut c, USER, &["bob@contoso.test"], USER).await.code,
+            250
+        );
+    }
+    assert_eq!(fake.violations(), 0);
+    assert_eq!(
+        send(&mut c, USER, &["bob@contoso.test"], USER).await.code,
+        250
+    );
+    assert_eq!(fake.violations_of(ViolationKind::MessageRate), 1);
+}
+
+#[tokio::test]
+async fn recipient_budget_gives_submission_quota_per_p2_sender() {
+    let (_d, pki, fake) = office365_with(|c| c.recipient_budget(5, Duration::from_secs(30)));
+    let host = fake.hostname().to_string();
+    let quota = format!("{} [Hostname={host}]", replies::SUBMISSION_QUOTA);
+    assert!(quota.starts_with("554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a permanent exception with message The message can't be submitted because the sender's submission quota was exceeded."));
+    let three = ["a@x.test", "b@x.test", "c@x.test"];
+    let mut c = logged_in(&fake, &pki).await;
+    assert_eq!(send(&mut c, USER, &three, USER).await.code, 250);
+    assert_eq!(send(&mut c, USER, &three, USER).await.one_line(), quota);
+    // 3 + 2 = 5 still fits.
+    assert_eq!(send(&mut c, USER, &three[..2], USER).await.code, 250);
+    assert_eq!(
+        send(&mut c, USER, &three[..1], USER).await.one_line(),
+        quota
+    );
+    // Send-as traffic counts against the header From (the P2 sender).
+    let shared = "\"Shared\" <Shared@contoso.test>";
+    assert_eq!(send(&mut c, USER, &three, shared).await.code, 250);
+    assert_eq!(send(&mut c, USER, &three, shared).await.one_line(), quota);
+    // Without a From header, the authenticated mailbox is charged.
+    assert_eq!(send(&mut c, USER, &three[..1], "").await.code, 554);
+    let log = fake.violation_log();
+    let who: Vec<(ViolationKind, &str)> =
+        log.iter().map(|v| (v.kind, v.mailbox.as_str())).collect();
+    assert_eq!(
+        who,
+        vec![
+            (ViolationKind::RecipientBudget, USER),
+            (ViolationKind::RecipientBudget, USER),
+            (ViolationKind::RecipientBudget, "shared@contoso.test"),
+            (ViolationKind::RecipientBudget, USER),
+        ]
+    );
+    let rec = fake.records();
+    assert_eq!(rec.messages.len(), 3);
+    assert_eq!(
+        rec.messages[2].p2_sender.as_deref(),
+        Some("shared@contoso.test")
+    );
+    assert_eq!(rec.refused.len(), 4);
+    // A scripted reply wins and counts nothing.
+    fake.script(Phase::DataEnd, Action::text("250 2.0.0 OK scripted"));
+    assert_eq!(send(&mut c, USER, &three, USER).await.code, 250);
+    assert_eq!(fake.violations_of(ViolationKind::RecipientBudget), 4);
+}
+
+#[tokio::test]
+async fn send_as_checks_the_header_from() {
+    let (_d, pki, fake) = office365_with(|c| {
+        c.send_as_check(true)
+            .send_as(USER, &["Shared@contoso.test"])
+    });
+    let sfx = suffix_re(fake.hostname());
+    let mut c = logged_in(&fake, &pki).await;
+    let rcpt = ["bob@contoso.test"];
+    assert_eq!(
+        send(&mut c, USER, &rcpt, "Scanner <SCANNER@Contoso.test>")
+            .await
+            .code,
+        250
+    );
+    assert_eq!(
+        send(&mut c, USER, &rcpt, "shared@contoso.test").await.code,
+        250
+    );
+    let denied = send(&mut c, USER, &rcpt, "\"Boss, The\" <boss@contoso.test>")
+        .await
+        .one_line();
+    assert!(denied.starts_with(replies::SEND_AS_DENIED), "{denied}");
+    assert!(sfx.is_match(&denied), "{denied}");
+    // The envelope sender is not what is checked.
+    assert_eq!(
+        send(&mut c, "boss@contoso.test", &rcpt, USER).await.code,
+        250
+    );
+    fake.grant_send_as(USER, "boss@contoso.test");
+    assert_eq!(
+        send(&mut c, USER, &rcpt, "boss@contoso.test").await.code,
+        250
+    );
+    fake.revoke_send_as(USER, "BOSS@contoso.test");
+    assert_eq!(
+        send(&mut c, USER, &rcpt, "boss@contoso.test").await.code,
+        550
+    );
+    // No From header: not checked.
+    assert_eq!(send(&mut c, USER, &rcpt, "").await.code, 250);
+    // Another mailbox has no grants.
+    let mut o = logged_in_as(&fake, &pki, OTHER).await;
+    assert_eq!(
+        send(&mut o, OTHER, &rcpt, "shared@contoso.test").await.code,
+        550
+    );
+    assert_eq!(fake.violations_of(ViolationKind::SendAs), 3);
+    let v = fake.violation_log();
+    assert_eq!(v[2].mailbox, OTHER);
+    // Off by default.
+    let (_d2, pki2, plain) = office365();
+    let mut p = logged_in(&plain, &pki2).await;
+    assert_eq!(
+        send(&mut p, USER, &rcpt, "boss@contoso.test").await.code,
+        250
+    );
+}
+
+#[tokio::test]
+async fn too_many_recipients_per_message() {
+    let (_d, pki, fake) = office365_with(|c| c.max_recipients(2));
+    let mut c = logged_in(&fake, &pki).await;
+    c.cmd("MAIL FROM:<scanner@contoso.test>").await.unwrap();
+    assert_eq!(c.cmd("RCPT TO:<a@x.test>").await.unwrap().code, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@x.test>").await.unwrap().code, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<c@x.test>").await.unwrap().one_line(),
+        replies::TOO_MANY_RECIPIENTS
+    );
+    c.cmd("DATA").await.unwrap();
+    assert_eq!(c.cmd("\r\nx\r\n.").await.unwrap().code, 250);
+    assert_eq!(fake.messages()[0].rcpt_to.len(), 2);
+    assert_eq!(fake.violations_of(ViolationKind::RecipientsPerMessage), 1);
+    assert_eq!(fake.config().max_recipients, Some(2));
+    assert_eq!(FakeConfig::office365(&pki.server).max_recipients, Some(500));
+}
+
+// ---- scripting the catalogue of §5 ----------------------------------------
+
+#[tokio::test]
+async fn section5_replies_per_mailbox() {
+    let (_d, pki, fake) = office365();
+    let host = fake.hostname().to_string();
+    let sfx = suffix_re(&host);
+    let end_of_data = [
+        replies::SUBMISSION_QUOTA.to_string(),
+        replies::SEND_AS_DENIED.into(),
+        replies::SEND_AS_DENIED_STOREDRV.into(),
+        replies::send_as_denied_new_text(USER, "boss@contoso.test"),
+        replies::THROTTLED_SEND_AS.into(),
+        replies::CONCURRENCY.into(),
+        replies::CONCURRENCY_OLD.into(),
+        replies::BAD_OUTBOUND_SENDER.into(),
+        replies::MAILBOX_FULL.into(),
+        replies::LOGON_FAILURE.into(),
+        replies::TENANT_THRESHOLD.into(),
+        replies::PRX4.into(),
+    ];
+    let mut c = logged_in(&fake, &pki).await;
+    for text in &end_of_data {
+        fake.on_mailbox_times(USER, Phase::DataEnd, Action::exo(text), 1);
+        let r = send(&mut c, USER, &["bob@contoso.test"], USER)
+            .await
+            .one_line();
+        assert!(r.starts_with(text.as_str()), "{text}: {r}");
+        assert!(sfx.is_match(&r), "{r}");
+        let code: u16 = text[..3].parse().unwrap();
+        assert_eq!(&r[..3], &text[..3]);
+        assert!(code >= 400);
+    }
+    // Used up: the next one is accepted.
+    assert_eq!(
+        send(&mut c, USER, &["bob@contoso.test"], USER).await.code,
+        250
+    );
+    assert_eq!(fake.refused().len(), end_of_data.len());
+    // A persistent one for USER does not touch OTHER.
+    fake.on_mailbox(
+        USER,
+        Phase::Mail,
+        Action::exo(replies::THROTTLED_INVALID_RECIPIENTS),
+    );
+    for _ in 0..2 {
+        let r = c
+            .cmd("MAIL FROM:<scanner@contoso.test>")
+            .await
+            .unwrap()
+            .one_line();
+        assert!(r.starts_with("550 5.2.255 Sender throttled"), "{r}");
+    }
+    // At AUTH the mailbox trying decides.
+    fake.on_mailbox(
+        USER,
+        Phase::Auth,
+        Action::exo(replies::SMTP_AUTH_DISABLED_TENANT),
+    );
+    let (mut a, _) = TestClient::connect_greeted(fake.addr()).await.unwrap();
+    a.cmd("EHLO x").await.unwrap();
+    a.starttls(pki.ca_file()).await.unwrap();
+    a.cmd("EHLO x").await.unwrap();
+    let r = a.auth_login(USER, PASS).await.unwrap().one_line();
+    assert!(
+        r.starts_with(replies::SMTP_AUTH_DISABLED_TENANT) && sfx.is_match(&r),
+        "{r}"
+    );
+    fake.set_password(OTHER, PASS);
+    assert_eq!(a.auth_login(OTHER, PASS).await.unwrap().code, 235);
+    assert_eq!(
+        send(&mut a, OTHER, &["bob@contoso.test"], OTHER).await.code,
+        250
+    );
+    fake.clear_mailbox(USER);
+    assert_eq!(
+        c.cmd("MAIL FROM:<scanner@contoso.test>")
+            .await
+            .unwrap()
+            .code,
+        250
+    );
+}
+
+#[tokio::test]
+async fn section5_replies_for_the_next_sessions() {
+    let (_d, pki, fake) = office365();
+    fake.script_sessions(
+        2,
+        Phase::Connect,
+        Action::exo(replies::FOREST_CONCURRENCY).then_close(),
+    );
+    fake.script_sessions(1, Phase::Auth, Action::exo(replies::BASIC_AUTH_RETIRED));
+    for _ in 0..2 {
+        let (mut c, r) = TestClient::connect_greeted(fake.addr()).await.unwrap();
+        assert!(
+            r.one_line().starts_with(replies::FOREST_CONCURRENCY),
+            "{}",
+            r.one_line()
+        );
+        assert!(c.closed().await);
+    }
+    // The third session greets normally but has the AUTH reply (the
+    // second rule was bound to the first session already).
+    let (mut c, r) = TestClient::connect_greeted(fake.addr()).await.unwrap();
+    assert_eq!(r.code, 220);
+    c.cmd("EHLO x").await.unwrap();
+    c.starttls(pki.ca_file()).await.unwrap();
+    c.cmd("EHLO x").await.unwrap();
+    assert_eq!(c.auth_login(USER, PASS).await.unwrap().code, 235);
+    // Rules bind at connect: a rule for the next session, twice in it.
+    fake.script_sessions(1, Phase::Rcpt, Action::exo(replies::RECIPIENT_REJECTED));
+    let mut d = logged_in(&fake, &pki).await;
+    d.cmd("MAIL FROM:<scanner@contoso.test>").await.unwrap();
+    for _ in 0..2 {
+        let r = d
+            .cmd("RCPT TO:<bob@contoso.test>")
+            .await
+            .unwrap()
+            .one_line();
+        assert!(r.starts_with(replies::RECIPIENT_REJECTED), "{r}");
+    }
+    let mut e = logged_in(&fake, &pki).await;
+    e.cmd("MAIL FROM:<scanner@contoso.test>").await.unwrap();
+    assert_eq!(e.cmd("RCPT TO:<bob@contoso.test>").await.unwrap().code, 250);
+    // clear_scripts drops pending session rules too.
+    fake.script_sessions(5, Phase::Connect, Action::text(replies::PRX4).then_close());
+    fake.clear_scripts();
+    assert_eq!(
+        TestClient::connect_greeted(fake.addr())
+            .await
+            .unwrap()
+            .1
+            .code,
+        220
+    );
+}
+
+// ---- the mx listener -------------------------------------------------------
+
+fn mx(
+    f: impl FnOnce(FakeConfig, &TestPki) -> FakeConfig,
+) -> (tempfile::TempDir, TestPki, FakeSmartHost) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::create(dir.path()).unwrap();
+    let cfg = FakeConfig::mx(&pki.server).accepted_domain("contoso.test");
+    let fake = FakeSmartHost::spawn(f(cfg, &pki)).unwrap();
+    (dir, pki, fake)
+}
+
+#[tokio::test]
+async fn mx_direct_send_and_tenant_attribution() {
+    let (_d, pki, fake) =
+        mx(|c, _| c.known_recipients(&["bob@contoso.test", "carol@contoso.test"]));
+    let host = fake.hostname().to_string();
+    assert!(host.contains(".mail.protection."));
+    let sfx = suffix_re(&host);
+    let (mut c, g) = TestClient::connect_greeted(fake.addr()).await.unwrap();
+    assert!(g.one_line().starts_with(&format!(
+        "220 {host} Microsoft ESMTP MAIL Service ready at "
+    )));
+    let before = lines(&c.cmd("EHLO x").await.unwrap());
+    assert!(before.contains(&"250-STARTTLS".to_string()), "{before:?}");
+    assert!(!before.iter().any(|l| l.contains("AUTH")), "{before:?}");
+    c.starttls(pki.ca_file()).await.unwrap();
+    let after = lines(&c.cmd("EHLO x").await.unwrap());
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.contains("AUTH") || l.contains("STARTTLS")),
+        "{after:?}"
+    );
+    assert_eq!(c.cmd("AUTH LOGIN").await.unwrap().code, 504);
+    // Anyone may send to the tenant's own mailboxes.
+    assert_eq!(
+        c.cmd("MAIL FROM:<news@fabrikam.test>").await.unwrap().code,
+        250
+    );
+    assert_eq!(c.cmd("RCPT TO:<Bob@Contoso.test>").await.unwrap().code, 250);
+    let unknown = c
+        .cmd("RCPT TO:<nobody@contoso.test>")
+        .await
+        .unwrap()
+        .one_line();
+    assert!(
+        unknown.starts_with(replies::RECIPIENT_REJECTED) && sfx.is_match(&unknown),
+        "{unknown}"
+    );
+    let ext = c
+        .cmd("RCPT TO:<someone@fabrikam.test>")
+        .await
+        .unwrap()
+        .one_line();
+    assert!(
+        ext.starts_with(replies::TENANT_ATTRIBUTION) && sfx.is_match(&ext),
+        "{ext}"
+    );
+    // An internal sender (Direct Send) to an external address: the same.
+    c.cmd("RSET").await.unwrap();
+    c.cmd("MAIL FROM:<printer@contoso.test>").await.unwrap();
+    assert_eq!(
+        c.cmd("RCPT TO:<someone@fabrikam.test>").await.unwrap().code,
+        550
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<carol@contoso.test>").await.unwrap().code,
+        250
+    );
+    c.cmd("DATA").await.unwrap();
+    assert_eq!(
+        c.cmd("From: printer@contoso.test\r\n\r\nscan\r\n.")
+            .await
+            .unwrap()
+            .code,
+        250
+    );
+    let m = &fake.wait_messages_async(1, WAIT).await.unwrap()[0];
+    assert_eq!(
+        (m.auth_user.as_deref(), m.rcpt_to.clone()),
+        (None, vec!["carol@contoso.test".to_string()])
+    );
+    assert_eq!(fake.sessions()[0].attribution, None);
+    assert_eq!(fake.violations(), 0);
+
+    // RejectDirectSend: an internal P1 from an unattributed client.
+    let (_d2, _pki2, strict) = mx(|c, _| c.reject_direct_send(true));
+    let (mut s, _) = TestClient::connect_greeted(strict.addr()).await.unwrap();
+    s.cmd("EHLO x").await.unwrap();
+    s.cmd("MAIL FROM:<printer@contoso.test>").await.unwrap();
+    let r = s
+        .cmd("RCPT TO:<bob@contoso.test>")
+        .await
+        .unwrap()
+        .one_line();
+    assert!(r.starts_with(replies::DIRECT_SEND_REJECTED), "{r}");
+    s.cmd("RSET").await.unwrap();
+    s.cmd("MAIL FROM:<news@fabrikam.test>").await.unwrap();
+    assert_eq!(s.cmd("RCPT TO:<bob@contoso.test>").await.unwrap().code, 250);
+}
+
+#[test]
+fn mx_connector_by_source_address() {
+    let (_d, _pki, fake) = mx(|c, _| c.connector_ip("127.0.0.2".parse().unwrap()));
+    let (mut a, _) = Smtp::connect(fake.port(), Some("127.0.0.2")).unwrap();
+    a.cmd("EHLO relay.contoso.test").unwrap();
+    assert_eq!(a.cmd("MAIL FROM:<app@contoso.test>").unwrap().code, 250);
+    assert_eq!(a.cmd("RCPT TO:<someone@fabrikam.test>").unwrap().code, 250);
+    a.cmd("RSET").unwrap();
+    // Attributed, but the sender domain is not accepted.
+    a.cmd("MAIL FROM:<app@fabrikam.test>").unwrap();
+    let r = a.cmd("RCPT TO:<someone@fabrikam.test>").unwrap();
+    assert!(
+        format!("{r}").starts_with(replies::RELAY_DENIED_ATTR36),
+        "{r}"
+    );
+    // Another address is not attributed.
+    let (mut b, _) = Smtp::connect(fake.port(), None).unwrap();
+    b.cmd("EHLO x").unwrap();
+    b.cmd("MAIL FROM:<app@contoso.test>").unwrap();
+    let r = b.cmd("RCPT TO:<someone@fabrikam.test>").unwrap();
+    assert!(
+        format!("{r}").starts_with(replies::TENANT_ATTRIBUTION),
+        "{r}"
+    );
+    let s = fake.sessions();
+    assert_eq!(s[0].attribution, Some(Attribution::Ip));
+    assert_eq!(s[1].attribution, None);
+}
+
+/// A TLS client presenting `cert`, trusting the test CA.
+fn client_cert_connector(pki: &TestPki, cert: Option<&CertFiles>) -> openssl::ssl::SslConnector {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    b.set_ca_file(pki.ca_file()).unwrap();
+    if let Some(c) = cert {
+        b.set_certificate(&c.cert).unwrap();
+        b.set_private_key(&c.key).unwrap();
+    }
+    b.build()
+}
+
+/// Over TLS with `cert`, MAIL from a foreign domain to a foreign address:
+/// the RCPT reply.
+async fn relay_with(fake: &FakeSmartHost, pki: &TestPki, cert: Option<&CertFiles>) -> String {
+    let (mut c, _) = TestClient::connect_greeted(fake.addr()).await.unwrap();
+    c.cmd("EHLO relay.contoso.test").await.unwrap();
+    c.starttls_with(&client_cert_connector(pki, cert), "localhost")
+        .await
+        .unwrap();
+    c.cmd("EHLO relay.contoso.test").await.unwrap();
+    c.cmd("MAIL FROM:<app@fabrikam.test>").await.unwrap();
+    c.cmd("RCPT TO:<someone@fabrikam.test>")
+        .await
+        .unwrap()
+        .one_line()
+}
+
+#[tokio::test]
+async fn mx_connector_by_client_certificate() {
+    let (_d, pki, fake) = mx(|c, pki| c.connector_cert("*.contoso.test", pki.ca_file()));
+    let good = pki.ca.issue("relay", &["relay.contoso.test"]).unwrap();
+    let self_signed = pki
+        .ca
+        .self_signed("relay-self", &["relay.contoso.test"])
+        .unwrap();
+    let wrong = pki
+        .ca
+        .issue("relay-wrong", &["relay.fabrikam.test"])
+        .unwrap();
+    assert_eq!(
+        relay_with(&fake, &pki, Some(&good)).await,
+        "250 2.1.5 Recipient OK"
+    );
+    for cert in [Some(&self_signed), Some(&wrong), None] {
+        let r = relay_with(&fake, &pki, cert).await;
+        assert!(r.starts_with(replies::TENANT_ATTRIBUTION), "{r}");
+    }
+    // Without TLS there is no certificate.
+    let (mut c, _) = TestClient::connect_greeted(fake.addr()).await.unwrap();
+    c.cmd("EHLO x").await.unwrap();
+    c.cmd("MAIL FROM:<app@fabrikam.test>").await.unwrap();
+    assert_eq!(
+        c.cmd("RCPT TO:<someone@fabrikam.test>").await.unwrap().code,
+        550
+    );
+    let s = fake.sessions();
+    assert_eq!(
+        s[0].attribution,
+        Some(Attribution::Certificate("*.contoso.test".into()))
+    );
+    assert!(s[0].client_cert_verified);
+    assert!(
+        s[0].client_cert_names
+            .contains(&"relay.contoso.test".to_string())
+    );
+    assert!(!s[1].client_cert_verified && !s[1].client_cert_names.is_empty());
+    assert!(s[2].client_cert_verified && s[2].attribution.is_none());
+    assert!(s[3].client_cert_names.is_empty());
 }

@@ -3,7 +3,9 @@
 use std::pin::Pin;
 
 use anyhow::Result;
-use openssl::ssl::{NameType, Ssl, SslAcceptor, SslMethod, SslOptions};
+use openssl::nid::Nid;
+use openssl::ssl::{NameType, Ssl, SslAcceptor, SslMethod, SslOptions, SslVerifyMode};
+use openssl::x509::{X509Ref, X509VerifyResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -13,7 +15,9 @@ use crate::ca::CertFiles;
 
 /// Builds the acceptor for `cert` with the version range of `cfg`. Below
 /// TLS 1.2 OpenSSL's security level is lowered to 0, as a legacy endpoint
-/// must (SHA-1 handshake signatures).
+/// must (SHA-1 handshake signatures). With a client CA the server asks for
+/// a client certificate but never fails the handshake over it: the session
+/// looks at the verification result afterwards (attribution, §7 `mx`).
 ///
 /// # Errors
 /// OpenSSL refuses the key, certificate or settings.
@@ -31,6 +35,13 @@ pub fn acceptor(cfg: &FakeConfig, cert: &CertFiles) -> Result<SslAcceptor> {
         b.add_extra_chain_cert(c.clone())?;
     }
     b.check_private_key()?;
+    if let Some(ca) = &cfg.client_ca {
+        b.set_ca_file(ca)?;
+        let names = openssl::x509::X509Name::load_client_ca_file(ca)?;
+        b.set_client_ca_list(names);
+        b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+        b.set_session_id_context(b"postern-fake-mx")?;
+    }
     Ok(b.build())
 }
 
@@ -40,6 +51,28 @@ pub struct TlsInfo {
     pub version: Option<TlsVersion>,
     /// The SNI name the client sent.
     pub sni: Option<String>,
+    /// The client certificate's SAN DNS names, then its CN.
+    pub client_names: Vec<String>,
+    /// The client certificate verified against the client CA.
+    pub client_verified: bool,
+}
+
+/// SAN DNS names, then the CN.
+fn cert_names(c: &X509Ref) -> Vec<String> {
+    let mut v: Vec<String> = c
+        .subject_alt_names()
+        .map(|s| {
+            s.iter()
+                .filter_map(|n| n.dnsname().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in c.subject_name().entries_by_nid(Nid::COMMONNAME) {
+        if let Ok(cn) = e.data().to_string() {
+            v.push(cn.to_ascii_lowercase());
+        }
+    }
+    v
 }
 
 /// A session's connection.
@@ -88,9 +121,12 @@ impl Conn {
         let ssl = Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
         let mut s = SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
         Pin::new(&mut s).accept().await.map_err(|e| e.to_string())?;
+        let peer = s.ssl().peer_certificate();
         let info = TlsInfo {
             version: s.ssl().version2().and_then(TlsVersion::from_ssl),
             sni: s.ssl().servername(NameType::HOST_NAME).map(str::to_string),
+            client_names: peer.as_deref().map(cert_names).unwrap_or_default(),
+            client_verified: peer.is_some() && s.ssl().verify_result() == X509VerifyResult::OK,
         };
         *self = Conn::Tls(Box::new(s));
         Ok(info)

@@ -2,9 +2,12 @@
 //! its normal reply at a given [`Phase`].
 //!
 //! For each phase the fake asks, in order: the one-shot queue
-//! ([`FakeSmartHost::script`](super::FakeSmartHost::script)), at RCPT the
-//! per-address action ([`FakeSmartHost::on_rcpt`](super::FakeSmartHost::on_rcpt)),
-//! the persistent per-phase action ([`FakeSmartHost::always`](super::FakeSmartHost::always)),
+//! ([`FakeSmartHost::script`](super::FakeSmartHost::script)), the actions
+//! bound to this session ([`FakeSmartHost::script_sessions`](super::FakeSmartHost::script_sessions)),
+//! those of the session's mailbox ([`FakeSmartHost::on_mailbox`](super::FakeSmartHost::on_mailbox);
+//! at AUTH, the mailbox trying), at RCPT the per-address action
+//! ([`FakeSmartHost::on_rcpt`](super::FakeSmartHost::on_rcpt)), the
+//! persistent per-phase action ([`FakeSmartHost::always`](super::FakeSmartHost::always)),
 //! then the hook ([`FakeSmartHost::set_hook`](super::FakeSmartHost::set_hook)).
 //! The first [`Action`] found wins; none means the normal behaviour.
 //!
@@ -13,7 +16,13 @@
 //! before TLS or with an unoffered mechanism (`504 5.7.4`), AUTH over old
 //! TLS (`421 4.7.66`), and sequence errors (`503 5.5.2`) are not scripted.
 //! Everything else—greeting, EHLO, STARTTLS, the AUTH verdict, MAIL, RCPT,
-//! DATA, BDAT chunks, end of data, RSET, QUIT—can be replaced.
+//! DATA, BDAT chunks, end of data, RSET, QUIT—can be replaced; a scripted
+//! reply at the end of data also replaces the send-as and recipient budget
+//! refusals.
+//!
+//! The exact texts of OFFICE365.md §5 are constants in
+//! [`replies`](super::replies); [`Action::exo`] sends one with Exchange's
+//! ` [host time id]` suffix.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +82,8 @@ pub struct Event {
     pub rcpts: Vec<String>,
     /// At [`Phase::DataEnd`]: the message as received (dot-unstuffed).
     pub content: Option<Arc<Vec<u8>>>,
+    /// At [`Phase::DataEnd`]: the first header `From:` address (lower case).
+    pub p2_sender: Option<String>,
     /// Messages this session had accepted before this one.
     pub accepted_in_session: usize,
 }
@@ -92,6 +103,7 @@ pub struct Action {
     pub(crate) close: bool,
     pub(crate) silent: bool,
     pub(crate) drop_after: Option<u64>,
+    pub(crate) suffix: bool,
 }
 
 impl Action {
@@ -111,6 +123,22 @@ impl Action {
     /// When `text` is not a reply (a bug in the test).
     pub fn text(text: &str) -> Action {
         Action::reply(parse_reply(text))
+    }
+
+    /// Sends `text` with Exchange's error suffix ` [<HOST> <time> <id>]`
+    /// appended when the reply goes out, e.g.
+    /// `Action::exo(replies::SUBMISSION_QUOTA)`.
+    ///
+    /// # Panics
+    /// When `text` is not a reply.
+    pub fn exo(text: &str) -> Action {
+        Action::text(text).with_suffix()
+    }
+
+    /// Appends Exchange's error suffix to the reply when it goes out.
+    pub fn with_suffix(mut self) -> Action {
+        self.suffix = true;
+        self
     }
 
     /// The normal reply (useful with [`Action::after`] or

@@ -10,9 +10,33 @@ use openssl::ssl::SslAcceptor;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::config::{FakeConfig, TokenCheck};
-use super::record::{Message, Records, SessionLog};
+use super::config::FakeConfig;
+use super::oauth::{TokenCheck, Xoauth2Policy};
+use super::record::{Message, Records, SessionLog, Violation, ViolationKind, Xoauth2Attempt};
 use super::script::{Action, Event, Hook, Phase};
+
+/// A scripted action bound to a session or a mailbox, used `remaining`
+/// times (`None`: always).
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub phase: Phase,
+    pub action: Action,
+    pub remaining: Option<u64>,
+}
+
+/// Takes the first rule for `phase` from `rules`, counting its use.
+fn take_rule(rules: &mut Vec<Rule>, phase: Phase) -> Option<Action> {
+    let i = rules.iter().position(|r| r.phase == phase)?;
+    let r = &mut rules[i];
+    let a = r.action.clone();
+    if let Some(n) = r.remaining.as_mut() {
+        *n -= 1;
+        if *n == 0 {
+            rules.remove(i);
+        }
+    }
+    Some(a)
+}
 
 /// The mutable part, behind one mutex.
 #[derive(Default)]
@@ -22,17 +46,42 @@ pub(crate) struct Inner {
     pub always: HashMap<Phase, Action>,
     /// Per-recipient actions at RCPT, keyed by lower-cased address.
     pub rcpt_actions: HashMap<String, Action>,
+    /// Per-mailbox actions, keyed by lower-cased mailbox.
+    pub mailbox_rules: HashMap<String, Vec<Rule>>,
+    /// Actions for the next sessions: (sessions left, phase, action).
+    pub next_sessions: Vec<(u64, Phase, Action)>,
+    /// Actions bound to open sessions.
+    session_rules: HashMap<u64, Vec<Rule>>,
     pub hook: Option<Hook>,
     pub users: HashMap<String, String>,
     pub xoauth2: Option<TokenCheck>,
+    pub oauth: Option<Xoauth2Policy>,
+    /// Mailbox → send-as addresses, all lower case.
+    pub send_as: HashMap<String, Vec<String>>,
     /// Open authenticated sessions per mailbox, oldest first.
     mailbox_sessions: HashMap<String, Vec<u64>>,
+    /// Accepted messages per mailbox, for the message rate.
+    accepted_at: HashMap<String, VecDeque<Instant>>,
+    /// Recipients charged per P2 sender, for the recipient budget.
+    rcpt_ledger: HashMap<String, VecDeque<(Instant, usize)>>,
     next_session: u64,
 }
 
 impl Inner {
     fn session_mut(&mut self, id: u64) -> Option<&mut SessionLog> {
         self.rec.sessions.iter_mut().rev().find(|s| s.id == id)
+    }
+
+    /// Records a violation.
+    pub fn violation(&mut self, kind: ViolationKind, mailbox: &str, session: u64) {
+        self.rec.violations.push(Violation {
+            kind,
+            mailbox: mailbox.to_ascii_lowercase(),
+            session,
+            at: SystemTime::now(),
+        });
+        self.rec.stats.violations += 1;
+        *self.rec.stats.violations_by_kind.entry(kind).or_default() += 1;
     }
 }
 
@@ -56,6 +105,8 @@ impl Shared {
         let inner = Inner {
             users: cfg.users.clone(),
             xoauth2: cfg.xoauth2.clone(),
+            oauth: cfg.oauth.clone(),
+            send_as: cfg.send_as.clone(),
             ..Inner::default()
         };
         Shared {
@@ -100,11 +151,28 @@ impl Shared {
         }
     }
 
-    /// The scripted action for `ev`, if any. The hook runs outside the lock.
+    /// The scripted action for `ev`, if any: the one-shot queue, the
+    /// session's rules, the mailbox's rules, the recipient's action, the
+    /// persistent action, then the hook (which runs outside the lock).
     pub fn action(&self, ev: &Event) -> Option<Action> {
         let hook = {
             let mut g = lock(&self.inner);
             if let Some(a) = g.scripts.get_mut(&ev.phase).and_then(VecDeque::pop_front) {
+                return Some(a);
+            }
+            if let Some(a) = g
+                .session_rules
+                .get_mut(&ev.session)
+                .and_then(|r| take_rule(r, ev.phase))
+            {
+                return Some(a);
+            }
+            if let Some(user) = &ev.auth_user
+                && let Some(a) = g
+                    .mailbox_rules
+                    .get_mut(&user.to_ascii_lowercase())
+                    .and_then(|r| take_rule(r, ev.phase))
+            {
                 return Some(a);
             }
             if ev.phase == Phase::Rcpt
@@ -139,9 +207,29 @@ impl Shared {
                 tls_error: None,
                 plaintext_after_starttls: false,
                 auth_user: None,
+                auth_mechanism: None,
+                auth_app: None,
+                client_cert_names: Vec::new(),
+                client_cert_verified: false,
+                attribution: None,
                 accepted: 0,
                 transcript: Vec::new(),
             });
+            let mut rules = Vec::new();
+            for (left, phase, action) in g.next_sessions.iter_mut() {
+                if *left > 0 {
+                    *left -= 1;
+                    rules.push(Rule {
+                        phase: *phase,
+                        action: action.clone(),
+                        remaining: None,
+                    });
+                }
+            }
+            g.next_sessions.retain(|(left, _, _)| *left > 0);
+            if !rules.is_empty() {
+                g.session_rules.insert(id, rules);
+            }
             let st = &mut g.rec.stats;
             st.connections += 1;
             st.open_sessions += 1;
@@ -164,6 +252,7 @@ impl Shared {
             for list in g.mailbox_sessions.values_mut() {
                 list.retain(|&s| s != id);
             }
+            g.session_rules.remove(&id);
         });
     }
 
@@ -186,29 +275,123 @@ impl Shared {
         self.update(|g| g.rec.stats.auth_attempts += 1);
     }
 
-    /// Records the outcome of an AUTH; on success registers the session
-    /// with its mailbox and counts a violation when the mailbox already had
-    /// its limit of sessions open.
-    pub fn auth_result(&self, id: u64, user: Option<&str>) {
+    /// Records a failed AUTH.
+    pub fn auth_failed(&self) {
+        self.update(|g| g.rec.stats.auth_failures += 1);
+    }
+
+    /// Records a successful AUTH: registers the session with its mailbox
+    /// and counts a violation when the mailbox already had its limit of
+    /// sessions open.
+    pub fn auth_succeeded(&self, id: u64, user: &str, mechanism: &str, app: Option<&str>) {
         let limit = self.cfg.mailbox_concurrency_limit;
         self.update(|g| {
-            let Some(user) = user else {
-                g.rec.stats.auth_failures += 1;
-                return;
-            };
             g.rec.stats.auth_successes += 1;
             let key = user.to_ascii_lowercase();
             let list = g.mailbox_sessions.entry(key.clone()).or_default();
             list.push(id);
             let n = list.len();
-            let st = &mut g.rec.stats;
             if limit > 0 && n > limit {
-                st.violations += 1;
+                g.violation(ViolationKind::Concurrency, &key, id);
             }
-            let max = st.max_concurrent_per_mailbox.entry(key).or_default();
+            let max = g
+                .rec
+                .stats
+                .max_concurrent_per_mailbox
+                .entry(key)
+                .or_default();
             *max = (*max).max(n);
             if let Some(s) = g.session_mut(id) {
                 s.auth_user = Some(user.to_string());
+                s.auth_mechanism = Some(mechanism.to_string());
+                s.auth_app = app.map(str::to_string);
+            }
+        });
+    }
+
+    /// Records an XOAUTH2 attempt and counts it for its user.
+    pub fn xoauth2_attempt(&self, a: Xoauth2Attempt) {
+        self.update(|g| {
+            let c = g
+                .rec
+                .stats
+                .xoauth2
+                .entry(a.user.to_ascii_lowercase())
+                .or_default();
+            if a.ok {
+                c.successes += 1;
+            } else {
+                c.failures += 1;
+            }
+            g.rec.xoauth2.push(a);
+        });
+    }
+
+    /// Counts a violation.
+    pub fn violation(&self, kind: ViolationKind, mailbox: &str, session: u64) {
+        self.update(|g| g.violation(kind, mailbox, session));
+    }
+
+    /// True when `mailbox` may send as `from` (itself or a send-as grant).
+    pub fn may_send_as(&self, mailbox: &str, from: &str) -> bool {
+        mailbox.eq_ignore_ascii_case(from)
+            || self.read(|g| {
+                g.send_as
+                    .get(&mailbox.to_ascii_lowercase())
+                    .is_some_and(|l| l.iter().any(|a| a.eq_ignore_ascii_case(from)))
+            })
+    }
+
+    /// True when charging `n` more recipients to `sender` would exceed the
+    /// recipient budget.
+    pub fn over_budget(&self, sender: &str, n: usize) -> bool {
+        let Some(w) = self.cfg.recipient_budget else {
+            return false;
+        };
+        let now = Instant::now();
+        self.update(|g| {
+            let l = g
+                .rcpt_ledger
+                .entry(sender.to_ascii_lowercase())
+                .or_default();
+            while l
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= w.period)
+            {
+                l.pop_front();
+            }
+            l.iter().map(|(_, k)| k).sum::<usize>() + n > w.count
+        })
+    }
+
+    /// Accounts for an accepted message: charges its recipients to
+    /// `sender` and counts a message-rate violation for `mailbox` when it
+    /// had its limit of messages accepted in the preceding window.
+    pub fn accepted(&self, session: u64, mailbox: Option<&str>, sender: Option<&str>, n: usize) {
+        let now = Instant::now();
+        let rate = self.cfg.message_rate;
+        let budget = self.cfg.recipient_budget.is_some();
+        self.update(|g| {
+            if let (Some(w), Some(m)) = (rate, mailbox) {
+                let key = m.to_ascii_lowercase();
+                let l = g.accepted_at.entry(key.clone()).or_default();
+                while l
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= w.period)
+                {
+                    l.pop_front();
+                }
+                let before = l.len();
+                l.push_back(now);
+                if before >= w.count {
+                    g.violation(ViolationKind::MessageRate, &key, session);
+                }
+            }
+            if let (true, Some(s)) = (budget, sender) {
+                g.rcpt_ledger
+                    .entry(s.to_ascii_lowercase())
+                    .or_default()
+                    .push_back((now, n));
             }
         });
     }

@@ -8,7 +8,7 @@ use proto::Reply;
 use proto::data::{BareLf, BdatReceiver, DataReceiver, Feed};
 
 use super::{Flow, Sent, Session, flow};
-use crate::fake::record::Message;
+use crate::fake::record::{Message, ViolationKind};
 use crate::fake::replies;
 use crate::fake::script::{Action, Phase};
 
@@ -147,7 +147,11 @@ impl Session {
         self.end_of_data(content, true, rx.bare_lf_seen()).await
     }
 
-    /// The checks of §7 at the end of the message, then the reply.
+    /// The checks of §7 at the end of the message, then the reply:
+    /// concurrency (`432`, not scriptable), then a scripted action, else
+    /// send-as (`550 5.7.60`), the recipient budget (`554 5.2.0`), or
+    /// `250`. An accepted message is charged to the mailbox's message rate
+    /// and the P2 sender's recipient budget.
     async fn end_of_data(
         &mut self,
         content: Vec<u8>,
@@ -158,26 +162,44 @@ impl Session {
             return self.simple(replies::bad_sequence("Need mail command"));
         };
         let cfg = &self.shared.cfg;
-        let over = self
-            .auth_user
+        let user = self.auth_user.clone();
+        let over = user
             .as_deref()
             .is_some_and(|u| self.shared.over_limit(self.id, u));
+        let p2 = header_from(&content);
         let content = Arc::new(content);
         let server_id = replies::message_id(cfg);
-        let (action, normal) = if over {
-            (Action::default(), replies::concurrency_exceeded(cfg))
+        // The P2 sender the recipient budget is charged to.
+        let sender = p2.clone().or_else(|| user.clone());
+        let (action, normal, own) = if over {
+            (Action::default(), replies::concurrency_exceeded(cfg), None)
         } else {
             let c = content.clone();
             let from = tx.from.clone();
             let rcpts = tx.rcpts.clone();
+            let p = p2.clone();
             let action = self.action(Phase::DataEnd, |e| {
                 e.content = Some(c);
                 e.mail_from = Some(from);
                 e.rcpts = rcpts;
+                e.p2_sender = p;
             });
-            (action, replies::queued(cfg, &server_id))
+            let own = self.own_end_of_data(
+                user.as_deref(),
+                p2.as_deref(),
+                sender.as_deref(),
+                tx.rcpts.len(),
+            );
+            let normal = match &own {
+                Some((r, _, _)) => r.clone(),
+                None => replies::queued(cfg, &server_id),
+            };
+            (action, normal, own)
         };
         let sent = self.perform(&action, normal).await?;
+        if let (Some((_, kind, who)), None, false) = (&own, &action.reply, action.silent) {
+            self.shared.violation(*kind, who, self.id);
+        }
         let reply = match &sent {
             Sent::Reply { reply, .. } => Some(reply.clone()),
             Sent::Silent => None,
@@ -185,6 +207,8 @@ impl Session {
         let accepted = reply.as_ref().is_some_and(Reply::is_positive);
         if accepted {
             self.accepted += 1;
+            self.shared
+                .accepted(self.id, user.as_deref(), sender.as_deref(), tx.rcpts.len());
         }
         self.shared.message(Message {
             session: self.id,
@@ -193,6 +217,8 @@ impl Session {
             rcpt_to: tx.rcpts,
             rcpt_params: tx.rcpt_params,
             auth_user: self.auth_user.clone(),
+            auth_app: self.auth_app.clone(),
+            p2_sender: p2,
             tls: self.tls,
             helo: self.helo.clone(),
             content: Arc::try_unwrap(content).unwrap_or_else(|c| (*c).clone()),
@@ -204,4 +230,47 @@ impl Session {
         });
         flow(sent)
     }
+
+    /// The fake's own refusal at the end of data, with the violation to
+    /// count and against whom.
+    fn own_end_of_data(
+        &self,
+        user: Option<&str>,
+        p2: Option<&str>,
+        sender: Option<&str>,
+        rcpts: usize,
+    ) -> Option<(Reply, ViolationKind, String)> {
+        let cfg = &self.shared.cfg;
+        if cfg.send_as_check
+            && let (Some(u), Some(from)) = (user, p2)
+            && !self.shared.may_send_as(u, from)
+        {
+            return Some((
+                replies::send_as_denied(cfg),
+                ViolationKind::SendAs,
+                u.into(),
+            ));
+        }
+        if let Some(s) = sender
+            && self.shared.over_budget(s, rcpts)
+        {
+            return Some((
+                replies::submission_quota(cfg),
+                ViolationKind::RecipientBudget,
+                s.into(),
+            ));
+        }
+        None
+    }
+}
+
+/// The first address of the header `From:`, lower case (the P2 sender).
+pub(crate) fn header_from(content: &[u8]) -> Option<String> {
+    let headers = proto::header::parse_headers(content);
+    let from = headers.iter().find(|h| h.is("From"))?;
+    proto::header::parse_address_list(&from.value())
+        .into_iter()
+        .next()
+        .map(|a| a.address.to_ascii_lowercase())
+        .filter(|a| !a.is_empty())
 }

@@ -1,6 +1,8 @@
 //! One SMTP session of the fake: the `submission` state machine of
 //! OFFICE365.md §7 (INIT → EHLO → STARTTLS → EHLO → AUTH → MAIL → RCPT+ →
-//! DATA/BDAT), with scripted replies and faults.
+//! DATA/BDAT), with scripted replies and faults, and the differences of the
+//! `mx`, `hve` and `acs` listeners (attribution and recipient rules at
+//! RCPT, the AUTH checks).
 //!
 //! Replies are buffered and written when the client's pipelined commands
 //! are used up (or before waiting, delaying or closing), so a PIPELINING
@@ -18,8 +20,9 @@ use tokio::net::TcpStream;
 mod auth;
 mod data;
 
-use super::config::TlsVersion;
+use super::config::{Profile, TlsVersion};
 use super::conn::Conn;
+use super::record::{Attribution, ViolationKind};
 use super::replies;
 use super::script::{Action, Event, Phase};
 use super::state::Shared;
@@ -86,6 +89,10 @@ pub(crate) struct Session {
     helo: Option<String>,
     tls: Option<TlsVersion>,
     auth_user: Option<String>,
+    /// `appid` of the session's XOAUTH2 token.
+    auth_app: Option<String>,
+    /// mx: how the session is attributed to the tenant.
+    attribution: Option<Attribution>,
     tx: Option<Transaction>,
     accepted: usize,
 }
@@ -113,9 +120,16 @@ pub(crate) async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, i
         helo: None,
         tls: None,
         auth_user: None,
+        auth_app: None,
+        attribution: None,
         tx: None,
         accepted: 0,
     };
+    if s.shared.cfg.profile == Profile::Mx && s.shared.cfg.connector_ips.contains(&peer.ip()) {
+        s.attribution = Some(Attribution::Ip);
+        s.shared
+            .with_session(id, |l| l.attribution = Some(Attribution::Ip));
+    }
     // I/O errors just end the session: the client went away.
     let _ = s.serve().await;
 }
@@ -227,6 +241,7 @@ impl Session {
                 .map(|t| t.rcpts.clone())
                 .unwrap_or_default(),
             content: None,
+            p2_sender: None,
             accepted_in_session: self.accepted,
         }
     }
@@ -248,7 +263,10 @@ impl Session {
             self.shared.transcript(self.id, "S: <disconnect>".into());
             return Ok(Sent::Silent);
         }
-        let reply = action.reply.clone().unwrap_or(normal);
+        let mut reply = action.reply.clone().unwrap_or(normal);
+        if action.suffix && action.reply.is_some() {
+            replies::append_suffix(&self.shared.cfg, &mut reply);
+        }
         self.push_reply(&reply);
         Ok(Sent::Reply {
             reply,
@@ -361,6 +379,7 @@ impl Session {
         }
         self.helo = None;
         self.auth_user = None;
+        self.auth_app = None;
         self.tx = None;
         Ok(Flow::Continue)
     }
@@ -373,6 +392,21 @@ impl Session {
         match self.conn.upgrade(&acceptor).await {
             Ok(info) => {
                 self.tls = info.version;
+                let cfg = &self.shared.cfg;
+                let matched = if info.client_verified {
+                    cfg.connector_cert_domains
+                        .iter()
+                        .find(|pat| info.client_names.iter().any(|n| name_matches(pat, n)))
+                        .cloned()
+                } else {
+                    None
+                };
+                if cfg.profile == Profile::Mx
+                    && let Some(m) = &matched
+                {
+                    self.attribution = Some(Attribution::Certificate(m.clone()));
+                }
+                let attribution = self.attribution.clone();
                 self.shared.transcript(
                     self.id,
                     format!(
@@ -383,6 +417,9 @@ impl Session {
                 self.shared.with_session(self.id, |s| {
                     s.tls = info.version;
                     s.sni = info.sni;
+                    s.client_cert_names = info.client_names;
+                    s.client_cert_verified = info.client_verified;
+                    s.attribution = attribution;
                 });
                 true
             }
@@ -408,14 +445,18 @@ impl Session {
             .find(|(k, _)| k == "SIZE")
             .and_then(|(_, v)| v.as_deref())
             .and_then(|v| v.parse::<u64>().ok());
+        let from = path.address();
         let normal = if cfg.require_auth && self.auth_user.is_none() {
             replies::not_authenticated(cfg)
         } else if size.is_some_and(|s| s > cfg.max_size) {
             replies::too_big()
+        } else if cfg.acs.as_ref().is_some_and(|a| {
+            !a.senders.is_empty() && !a.senders.iter().any(|x| x.eq_ignore_ascii_case(&from))
+        }) {
+            replies::acs_sender_refused(cfg)
         } else {
             replies::sender_ok()
         };
-        let from = path.address();
         let f = from.clone();
         let sent = self
             .respond(Phase::Mail, normal, |e| e.mail_from = Some(f))
@@ -438,14 +479,82 @@ impl Session {
             return self.simple(replies::bad_sequence("Need mail command"));
         }
         let addr = path.address();
+        let own = self.rcpt_check(&addr);
+        let normal = own
+            .as_ref()
+            .map_or_else(replies::recipient_ok, |(r, _)| r.clone());
         let a = addr.clone();
-        let sent = self
-            .respond(Phase::Rcpt, replies::recipient_ok(), |e| e.rcpt = Some(a))
-            .await?;
+        let action = self.action(Phase::Rcpt, |e| e.rcpt = Some(a));
+        let sent = self.perform(&action, normal).await?;
+        if let (Some((_, Some(kind))), None, false) = (&own, &action.reply, action.silent) {
+            let who = self
+                .auth_user
+                .clone()
+                .or_else(|| self.tx.as_ref().map(|t| t.from.clone()))
+                .unwrap_or_default();
+            self.shared.violation(*kind, &who, self.id);
+        }
         if let (true, Some(tx)) = (sent.ok(), self.tx.as_mut()) {
             tx.rcpts.push(addr);
             tx.rcpt_params.push(params);
         }
         flow(sent)
+    }
+
+    /// The fake's own refusal of a recipient, with the violation it counts.
+    fn rcpt_check(&self, rcpt: &str) -> Option<(Reply, Option<ViolationKind>)> {
+        let cfg = &self.shared.cfg;
+        let tx = self.tx.as_ref()?;
+        if cfg.max_recipients.is_some_and(|m| tx.rcpts.len() >= m) {
+            return Some((
+                replies::too_many_recipients(),
+                Some(ViolationKind::RecipientsPerMessage),
+            ));
+        }
+        let domain = domain_of(rcpt);
+        let local = cfg.accepts_domain(domain);
+        let sender_local = cfg.accepts_domain(domain_of(&tx.from));
+        match cfg.profile {
+            Profile::Mx if local => {
+                if cfg.reject_direct_send && self.attribution.is_none() && sender_local {
+                    return Some((replies::direct_send_rejected(cfg), None));
+                }
+                let known = cfg
+                    .known_recipients
+                    .as_ref()
+                    .is_none_or(|k| k.iter().any(|a| a.eq_ignore_ascii_case(rcpt)));
+                (!known).then(|| (replies::recipient_rejected(cfg), None))
+            }
+            Profile::Mx => match &self.attribution {
+                None => Some((replies::tenant_attribution(cfg), None)),
+                Some(Attribution::Certificate(_)) => None,
+                Some(Attribution::Ip) if sender_local => None,
+                Some(Attribution::Ip) => Some((replies::relay_denied_attr36(cfg), None)),
+            },
+            _ if cfg.internal_only && !cfg.accepted_domains.is_empty() && !local => Some((
+                replies::with_suffix(cfg, replies::HVE_EXTERNAL_RECIPIENT),
+                None,
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The domain of `addr` (after the last `@`; `""` without one).
+pub(crate) fn domain_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+/// True when certificate name `name` matches connector name `pattern`
+/// (`contoso.test`, or `*.contoso.test` for any name below it; a wildcard
+/// certificate name `*.contoso.test` matches the same pattern).
+pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
+    if p == n {
+        return true;
+    }
+    match p.strip_prefix("*.") {
+        Some(base) => n.ends_with(&format!(".{base}")),
+        None => false,
     }
 }

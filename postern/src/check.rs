@@ -176,6 +176,7 @@ pub fn run(dir: &Path) -> i32 {
     if cfg.smtp_sasl_auth_enable && cfg.smtp_sasl_password_maps.is_empty() {
         problems.push("smtp_sasl_auth_enable = yes but smtp_sasl_password_maps is empty".into());
     }
+    oauth2_settings(&cfg, &mut problems, &mut warnings);
     if cfg.smtp_sasl_auth_enable && cfg.smtp_tls_security_level == "none" {
         warnings.push("smtp_sasl_auth_enable = yes with smtp_tls_security_level = none: passwords would travel in clear text, and Exchange Online offers AUTH only after STARTTLS".into());
     }
@@ -207,5 +208,100 @@ pub fn run(dir: &Path) -> i32 {
             if problems.len() == 1 { "" } else { "s" }
         );
         1
+    }
+}
+
+/// OAuth2 (XOAUTH2): the account tables open, the endpoint is acceptable,
+/// main.cf's credential files can be read and are private, and a
+/// certificate credential is not about to expire. Entries of
+/// `smtp_oauth2_account_maps` are checked when a delivery (or `postern
+/// oauth2 token USER`) uses them.
+fn oauth2_settings(cfg: &conf::Config, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    use queue::oauth2::{Accounts, ClientAuth, Grant};
+    if cfg.smtp_oauth2_token_endpoint.is_empty() && cfg.smtp_oauth2_account_maps.is_empty() {
+        return;
+    }
+    if !cfg.smtp_sasl_auth_enable {
+        warnings.push(
+            "smtp_oauth2_* is set but smtp_sasl_auth_enable = no: postern never signs in".into(),
+        );
+    }
+    if !matches!(cfg.smtp_tls_security_level.as_str(), "verify" | "secure") {
+        warnings.push(format!(
+            "OAuth2 access tokens are sent to servers whose certificate is not verified (smtp_tls_security_level = {}); use secure",
+            cfg.smtp_tls_security_level
+        ));
+    }
+    let accounts = match Accounts::open(cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            problems.push(e.to_string());
+            return;
+        }
+    };
+    if cfg.smtp_oauth2_token_endpoint.is_empty() {
+        return; // every account comes from the tables
+    }
+    // A user no table names: main.cf's settings alone.
+    const NOBODY: &str = "postern-check";
+    let account = match accounts.get(NOBODY) {
+        Ok(a) => a,
+        Err(e) => {
+            problems.push(
+                e.to_string()
+                    .replace(&format!("for {NOBODY}"), "in main.cf"),
+            );
+            return;
+        }
+    };
+    let private =
+        |param: &str, path: &Path, problems: &mut Vec<String>| match std::fs::metadata(path) {
+            Err(e) => problems.push(format!("{param} = {}: {e}", path.display())),
+            Ok(m) if m.mode() & 0o077 != 0 && m.mode() & 0o037 != 0 => problems.push(format!(
+                "{param} = {}: mode {:o} lets other users read a secret; use chmod 600",
+                path.display(),
+                m.mode() & 0o777
+            )),
+            Ok(_) => {}
+        };
+    match &account.client_auth {
+        ClientAuth::None => {}
+        ClientAuth::Secret(path) => private("smtp_oauth2_client_secret_file", path, problems),
+        ClientAuth::Certificate {
+            cert_file,
+            key_file,
+        } => {
+            private("smtp_oauth2_client_key_file", key_file, problems);
+            match queue::oauth2::certificate_expiry(&account) {
+                None => problems.push(format!(
+                    "smtp_oauth2_client_certificate_file = {}: cannot read a PEM certificate",
+                    cert_file.display()
+                )),
+                Some(exp) => {
+                    let left = exp
+                        .duration_since(std::time::SystemTime::now())
+                        .map(|d| d.as_secs() / 86400);
+                    match left {
+                        Err(_) => problems.push(format!(
+                            "smtp_oauth2_client_certificate_file = {}: the certificate has expired; upload a new one to the application",
+                            cert_file.display()
+                        )),
+                        Ok(days) if days < 30 => warnings.push(format!(
+                            "smtp_oauth2_client_certificate_file = {}: the certificate expires in {days} days; upload a new one to the application",
+                            cert_file.display()
+                        )),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    if let Grant::RefreshToken(path) = &account.grant
+        && !path.exists()
+    {
+        warnings.push(format!(
+            "smtp_oauth2_refresh_token_file = {}: no refresh token yet; run postern oauth2 login MAILBOX",
+            path.display()
+        ));
     }
 }

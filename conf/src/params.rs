@@ -594,6 +594,14 @@ registry! {
         "Largest number of MX server addresses tried for one delivery (0: no limit).";
     smtp_mx_session_limit: i64, NONNEG, "2",
         "Largest number of SMTP sessions tried for one delivery (0: no limit).";
+    smtp_tcp_port: String, Text, "smtp",
+        "Port the client connects to when the next hop names none (a number or smtp, submission, submissions).";
+    smtp_bind_address: String, Text, "",
+        "Local IPv4 address the client connects from, e.g. the static address of an Exchange Online IP connector.";
+    smtp_bind_address6: String, Text, "",
+        "Local IPv6 address the client connects from.";
+    smtp_bind_address_enforce: bool, Bool, "no",
+        "Defer delivery when the client cannot bind to smtp_bind_address (or smtp_bind_address6), instead of connecting from any address.";
     smtp_address_preference: String, Choice(&["any", "ipv4", "ipv6"]), "any",
         "Address family tried first when a server has IPv4 and IPv6 addresses.";
     smtp_connection_cache_on_demand: bool, Bool, "yes",
@@ -695,7 +703,7 @@ registry! {
     smtp_generic_maps: Vec<String>, Maps, "",
         "Address rewriting by the SMTP client (envelope and headers) just before delivery.";
     smtp_send_as_mailbox: bool, Bool, "no",
-        "Send as the authenticated mailbox: envelope sender and header From become the SASL user, keeping the display name; the original From goes to Reply-To.";
+        "Send as the authenticated mailbox: envelope sender and header From become the SASL user, keeping the display name; the original From goes to Reply-To. smtp_generic_maps apply first.";
 }
 
 /// A runtime default: values that depend on the machine.
@@ -970,6 +978,41 @@ impl Config {
                     allowed: "expected all, ipv4, ipv6, or ipv4, ipv6".into(),
                 });
                 break;
+            }
+        }
+        if crate::nexthop::service_port(&self.smtp_tcp_port).is_none() {
+            errors.push(Error::BadValue {
+                origin: origin("smtp_tcp_port"),
+                name: "smtp_tcp_port".into(),
+                value: self.smtp_tcp_port.clone(),
+                allowed: "expected a port number or smtp, submission, submissions, smtps, lmtp"
+                    .into(),
+            });
+        }
+        for (name, v4) in [("smtp_bind_address", true), ("smtp_bind_address6", false)] {
+            let v = if v4 {
+                &self.smtp_bind_address
+            } else {
+                &self.smtp_bind_address6
+            };
+            if v.is_empty() {
+                continue;
+            }
+            let ok = match v.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.is_ipv4() == v4,
+                Err(_) => false,
+            };
+            if !ok {
+                errors.push(Error::BadValue {
+                    origin: origin(name),
+                    name: name.into(),
+                    value: v.clone(),
+                    allowed: if v4 {
+                        "expected an IPv4 address, e.g. 192.0.2.25".into()
+                    } else {
+                        "expected an IPv6 address, e.g. 2001:db8::25".into()
+                    },
+                });
             }
         }
         if !self.relayhost.is_empty()

@@ -8,6 +8,9 @@
 //!   more than the limit in any window of its own;
 //! - at most `smtp_account_recipient_limit` recipients in a rolling window,
 //!   counted in the index ledger so a restart or reload does not reset it;
+//!   mail that must wait long for the window (a minute, or a quarter of a
+//!   shorter window) is deferred as held, with the reason in the log and
+//!   the queue listing;
 //! - at most `smtp_account_concurrency_limit` deliveries at once, lowered by
 //!   one (and paused) after a throttling reply, raised again slowly;
 //! - holds: a reply that means "configuration error" or "quota" stops the
@@ -25,6 +28,14 @@ use std::time::{Duration, SystemTime};
 /// Waits longer than this are not spent in the active queue: the waiting
 /// mail is deferred until the time comes.
 pub const LONG_WAIT: Duration = Duration::from_secs(60);
+
+/// A recipient-budget wait longer than this is a hold: the waiting mail is
+/// deferred with the reason, so `mailq` and the log say why it waits.
+/// [`LONG_WAIT`], or a quarter of the window when that is shorter (a short
+/// window has its holds scaled down with it).
+fn budget_hold_after(per: Duration) -> Duration {
+    LONG_WAIT.min(per / 4)
+}
 
 /// How long ledger entries are kept (longer than any sensible window).
 pub const LEDGER_KEEP: Duration = Duration::from_secs(8 * 86400);
@@ -132,8 +143,10 @@ struct Entry {
 /// One account's state.
 #[derive(Debug)]
 pub struct Account {
-    /// The SASL user (or `dest:transport:nexthop` for the pseudo-account).
-    pub name: String,
+    /// How the log names it: `account USER`, or `route TRANSPORT:NEXTHOP`
+    /// for the pseudo-account `dest:TRANSPORT:NEXTHOP` of a route without
+    /// SASL user.
+    label: String,
     /// Its limits.
     pub limits: Limits,
     entries: VecDeque<Entry>,
@@ -144,6 +157,13 @@ pub struct Account {
     ok_since_throttle: usize,
     /// The current hold.
     pub hold: Option<Hold>,
+    /// A SASL user (not a route's pseudo-account): until one delivery
+    /// succeeded, one at a time, so a wrong password or a disabled
+    /// mailbox costs one failed sign-in, not one per connection (Entra ID
+    /// counts them towards the account lockout).
+    signs_in: bool,
+    /// A delivery succeeded since qmgr started or the last hold.
+    proven: bool,
 }
 
 fn micros(t: SystemTime) -> i64 {
@@ -165,13 +185,18 @@ impl Account {
             .collect();
         entries.sort_by_key(|e| e.ts);
         Account {
-            name: name.to_string(),
+            label: match name.strip_prefix("dest:") {
+                Some(route) => format!("route {route}"),
+                None => format!("account {name}"),
+            },
             limits,
             entries: entries.into(),
             in_flight: 0,
             conc: limits.concurrency,
             paused_until: None,
             ok_since_throttle: 0,
+            signs_in: !name.starts_with("dest:"),
+            proven: false,
             hold: None,
         }
     }
@@ -218,6 +243,9 @@ impl Account {
         if self.conc > 0 && self.in_flight >= self.conc {
             return Gate::Wait(None);
         }
+        if self.signs_in && !self.proven && self.in_flight > 0 {
+            return Gate::Wait(None);
+        }
         let rate = self.limits.rate;
         if !rate.unlimited() {
             let used: Vec<&Entry> = self.in_window(now, rate.per).collect();
@@ -247,12 +275,15 @@ impl Account {
                     }
                 }
                 return match until {
-                    Some(t) if t.duration_since(now).unwrap_or_default() > LONG_WAIT => {
+                    Some(t)
+                        if t.duration_since(now).unwrap_or_default()
+                            > budget_hold_after(budget.per) =>
+                    {
                         Gate::Held {
                             until: t,
                             reason: format!(
-                                "account {} reached its limit of {} recipients per {}; mail waits until the window frees",
-                                self.name,
+                                "{} reached its limit of {} recipients per {}; mail waits until the window frees",
+                                self.label,
                                 budget.count,
                                 human(budget.per)
                             ),
@@ -320,8 +351,8 @@ impl Account {
         }
         self.ok_since_throttle = 0;
         format!(
-            "account {}: the server throttles it ({reply}); pausing {}s and allowing {} connection(s) at a time",
-            self.name,
+            "{}: the server throttles it ({reply}); pausing {}s and allowing {} connection(s) at a time",
+            self.label,
             pause.as_secs(),
             self.conc
         )
@@ -330,6 +361,7 @@ impl Account {
     /// A delivery was accepted: a probe lifts the hold; lowered concurrency
     /// recovers slowly. Returns a log line when a hold ended.
     pub fn succeeded(&mut self) -> Option<String> {
+        self.proven = true;
         self.ok_since_throttle += 1;
         if self.conc < self.limits.concurrency && self.ok_since_throttle >= RECOVERY_SUCCESSES {
             self.conc += 1;
@@ -337,7 +369,7 @@ impl Account {
         }
         self.hold
             .take()
-            .map(|_| format!("account {}: delivery resumed", self.name))
+            .map(|_| format!("{}: delivery resumed", self.label))
     }
 
     /// Holds the account until `until`. Returns the log line when the hold
@@ -345,6 +377,7 @@ impl Account {
     pub fn hold(&mut self, now: SystemTime, reason: &str) -> Option<String> {
         let until = now + self.limits.hold_retry;
         let new = self.hold.is_none();
+        self.proven = false;
         self.hold = Some(Hold {
             until,
             reason: reason.to_string(),
@@ -352,8 +385,8 @@ impl Account {
         });
         new.then(|| {
             format!(
-                "account {}: deliveries held, next try in {}: {reason}",
-                self.name,
+                "{}: deliveries held, next try in {}: {reason}",
+                self.label,
                 human(self.limits.hold_retry)
             )
         })
@@ -368,9 +401,15 @@ impl Account {
     }
 
     /// `postqueue -f`: forget holds and pauses (the admin fixed something).
-    pub fn release(&mut self) {
-        self.hold = None;
+    /// Returns the log line when a hold ended.
+    pub fn release(&mut self) -> Option<String> {
         self.paused_until = None;
+        self.hold.take().map(|_| {
+            format!(
+                "{}: hold released by a queue flush; trying again",
+                self.label
+            )
+        })
     }
 
     /// Recipients counted in the rolling budget now.
@@ -411,6 +450,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// As after a first successful delivery (no slow start).
+    fn proven(mut a: Account) -> Account {
+        a.proven = true;
+        a
+    }
+
     fn limits(rate: (u64, u64), conc: usize, budget: (u64, u64)) -> Limits {
         Limits {
             rate: RateLimit {
@@ -434,7 +479,7 @@ mod tests {
 
     #[test]
     fn rate_counts_from_the_end_of_each_delivery() {
-        let mut a = Account::new("a", limits((2, 10), 0, (0, 1)), &[]);
+        let mut a = proven(Account::new("a", limits((2, 10), 0, (0, 1)), &[]));
         assert_eq!(a.gate(t(0), 1), Gate::Go);
         a.start(1, t(0), 1);
         assert_eq!(a.gate(t(0), 1), Gate::Go);
@@ -449,7 +494,7 @@ mod tests {
 
     #[test]
     fn concurrency_throttling_and_recovery() {
-        let mut a = Account::new("a", limits((0, 1), 3, (0, 1)), &[]);
+        let mut a = proven(Account::new("a", limits((0, 1), 3, (0, 1)), &[]));
         for i in 0..3 {
             assert_eq!(a.gate(t(0), 1), Gate::Go);
             a.start(i, t(0), 1);
@@ -474,7 +519,7 @@ mod tests {
 
     #[test]
     fn recipient_budget_holds_until_the_window_frees_and_survives_a_restart() {
-        let mut a = Account::new("a", limits((0, 1), 0, (10, 3600)), &[]);
+        let mut a = proven(Account::new("a", limits((0, 1), 0, (10, 3600)), &[]));
         let row1 = a.start(1, t(0), 6);
         let row1 = a.finish(row1.ticket, t(1), 6).unwrap();
         let row2 = a.start(2, t(10), 4);
@@ -488,10 +533,31 @@ mod tests {
             g => panic!("{g:?}"),
         }
         // A restart reads the same ledger and decides the same.
-        let mut b = Account::new("a", a.limits, &[row1, row2]);
+        let mut b = proven(Account::new("a", a.limits, &[row1, row2]));
         assert!(matches!(b.gate(t(20), 1), Gate::Held { .. }));
         assert_eq!(b.budget_used(t(20)), 10);
         assert_eq!(b.gate(t(3602), 1), Gate::Go);
+    }
+
+    #[test]
+    fn a_short_budget_window_holds_long_waits_and_keeps_short_ones_active() {
+        let mut a = proven(Account::new("a", limits((0, 1), 0, (10, 20)), &[]));
+        a.start(1, t(0), 10);
+        a.finish(1, t(1), 10);
+        // 19 s to wait is long for a 20 s window: a hold, with the reason.
+        match a.gate(t(2), 1) {
+            Gate::Held { until, reason } => {
+                assert_eq!(until, t(21));
+                assert!(
+                    reason.contains("limit of 10 recipients per 20s"),
+                    "{reason}"
+                );
+            }
+            g => panic!("{g:?}"),
+        }
+        // 3 s is not: the mail waits in the active queue.
+        assert_eq!(a.gate(t(18), 1), Gate::Wait(Some(t(21))));
+        assert_eq!(a.gate(t(21), 1), Gate::Go);
     }
 
     #[test]
@@ -509,13 +575,32 @@ mod tests {
         assert_eq!(a.gate(t(602), 1), Gate::Go);
     }
 
+    #[test]
+    fn a_mailbox_signs_in_once_before_using_more_connections() {
+        let mut a = Account::new("scanner@contoso.com", limits((0, 1), 3, (0, 1)), &[]);
+        assert_eq!(a.gate(t(0), 1), Gate::Go);
+        a.start(1, t(0), 1);
+        assert_eq!(a.gate(t(0), 1), Gate::Wait(None), "one until proven");
+        a.finish(1, t(1), 1);
+        a.succeeded();
+        for ticket in 2..5 {
+            assert_eq!(a.gate(t(1), 1), Gate::Go);
+            a.start(ticket, t(1), 1);
+        }
+        assert_eq!(a.gate(t(1), 1), Gate::Wait(None), "then the limit of 3");
+        // A route without a SASL user starts at full concurrency.
+        let mut r = Account::new("dest:smtp:[mx.example.com]", limits((0, 1), 3, (0, 1)), &[]);
+        r.start(1, t(0), 1);
+        assert_eq!(r.gate(t(0), 1), Gate::Go);
+    }
+
     proptest! {
         /// Whatever the timing, no window of the rate's length ever sees
         /// more finished deliveries than the limit.
         #[test]
         fn the_rate_limit_holds_in_every_window(durations in proptest::collection::vec(0u64..5000, 1..60)) {
             let per = 10_000u64; // ms
-            let mut a = Account::new("a", limits((3, 10), 0, (0, 1)), &[]);
+            let mut a = proven(Account::new("a", limits((3, 10), 0, (0, 1)), &[]));
             let ms = |m: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + m);
             let mut clock = 0u64;
             let mut finished = Vec::new();

@@ -758,7 +758,9 @@ impl Manager {
             self.ops.push(Op::NextAttempt { id, next: now });
         }
         for a in self.accounts.values_mut() {
-            a.release();
+            if let Some(line) = a.release() {
+                log::info(&line);
+            }
         }
         for d in self.dests.values_mut() {
             d.revive();

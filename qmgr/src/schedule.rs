@@ -227,23 +227,37 @@ impl Manager {
                 if d.jobs.is_empty() {
                     continue;
                 }
-                if let Some((until, reason)) = &d.dead {
-                    if *until > now {
-                        // Suspended: defer waiting jobs without trying.
-                        let reason = format!("delivery temporarily suspended: {reason}");
-                        let jobs: Vec<Job> = d.jobs.drain_all();
-                        for job in jobs {
-                            self.defer_job(&job, &reason);
-                        }
-                        continue;
+                let suspended = match &d.dead {
+                    Some((until, reason)) if *until > now => Some(reason.clone()),
+                    _ => {
+                        d.dead = None;
+                        None
                     }
-                    d.dead = None;
-                }
-                if d.in_flight >= d.window.min(d.limit) || d.next_start > now {
+                };
+                if suspended.is_none()
+                    && (d.in_flight >= d.window.min(d.limit) || d.next_start > now)
+                {
                     continue;
                 }
                 let rcpts = d.jobs.front().map(|j| j.rcpts.len() as u64).unwrap_or(0);
-                match self.account_mut(key).gate(wall, rcpts) {
+                let gate = self.account_mut(key).gate(wall, rcpts);
+                if let Some(reason) = suspended
+                    && !matches!(gate, Gate::Held { .. })
+                {
+                    // Suspended: defer waiting jobs without trying. (A hold
+                    // of the account says more, with its explanation.)
+                    let reason = format!("delivery temporarily suspended: {reason}");
+                    let jobs: Vec<Job> = self
+                        .dests
+                        .get_mut(key)
+                        .map(|d| d.jobs.drain_all())
+                        .unwrap_or_default();
+                    for job in jobs {
+                        self.defer_job(&job, &reason);
+                    }
+                    continue;
+                }
+                match gate {
                     Gate::Go => {}
                     Gate::Wait(until) => {
                         if let Some(t) = until {
@@ -635,11 +649,19 @@ impl Manager {
             .filter(|r| r.status == Status::Sent)
             .count() as u64;
         let account = key.account_key();
-        // The strongest treatment among the replies.
+        // The strongest treatment among the deferrals (a bounce is about
+        // its message; the agent already decided so). The agent's own
+        // verdict counts too: it holds for failures without a server reply
+        // (a token endpoint that refuses the credentials, a broken table).
         let mut worst: Option<(queue::explain::Treatment, String)> = None;
-        for r in resp.results.iter().filter(|r| r.status != Status::Sent) {
+        for r in resp.results.iter().filter(|r| r.status == Status::Deferred) {
             let said = r.diagnostic.as_deref().unwrap_or(&r.reason);
-            let t = queue::explain::treatment(said);
+            let t = match queue::explain::treatment(said) {
+                queue::explain::Treatment::Normal if resp.hold_route => {
+                    queue::explain::Treatment::HoldRoute
+                }
+                t => t,
+            };
             let rank = |t: queue::explain::Treatment| match t {
                 queue::explain::Treatment::HoldRoute => 3,
                 queue::explain::Treatment::HoldAccount => 2,
@@ -720,9 +742,7 @@ impl Manager {
                         conn_done: None,
                         done: SystemTime::now(),
                     },
-                    dsn: &crate::manager::dsn_from_reason(reason)
-                        .filter(|d| d.starts_with('4'))
-                        .unwrap_or_else(|| "4.4.1".into()),
+                    dsn: &deferral_dsn(reason),
                     status: "deferred",
                     reason,
                 },
@@ -732,9 +752,7 @@ impl Manager {
         }
         let id = job.msg.clone();
         for &idx in &job.rcpts {
-            let dsn = crate::manager::dsn_from_reason(reason)
-                .filter(|d| d.starts_with('4'))
-                .unwrap_or_else(|| "4.4.1".into());
+            let dsn = deferral_dsn(reason);
             self.record(
                 &id,
                 idx,
@@ -742,5 +760,36 @@ impl Manager {
             );
         }
         self.job_done(&id);
+    }
+}
+
+/// The status code of a deferral without delivery: the code in the reason
+/// (a held route's reply, e.g. `5.7.139` shown as `4.7.139`: it waits), or
+/// `4.4.1` when the reason has none.
+fn deferral_dsn(reason: &str) -> String {
+    match crate::manager::dsn_from_reason(reason) {
+        Some(d) if d.starts_with('4') => d,
+        Some(d) if d.starts_with('5') => format!("4{}", &d[1..]),
+        _ => "4.4.1".into(),
+    }
+}
+
+#[cfg(test)]
+mod deferral_tests {
+    use super::deferral_dsn;
+
+    #[test]
+    fn held_replies_keep_their_code_as_a_deferral() {
+        assert_eq!(
+            deferral_dsn(
+                "delivery held until Nov 22 09:30:12: host x[127.0.0.1] said: 535 5.7.139 Authentication unsuccessful"
+            ),
+            "4.7.139"
+        );
+        assert_eq!(
+            deferral_dsn("delivery temporarily suspended: lost connection"),
+            "4.4.1"
+        );
+        assert_eq!(deferral_dsn("conversation timed out 4.4.2"), "4.4.2");
     }
 }

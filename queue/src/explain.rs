@@ -108,19 +108,25 @@ const TABLE: &[Entry] = &[
         dsn: "5.7.60",
         contains: "",
         treatment: Treatment::Normal,
-        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox (sender_canonical_maps and header From), or grant Send As: Add-RecipientPermission <from-address> -Trustee <mailbox> -AccessRights SendAs.",
+        help: "The authenticated mailbox may not send as the message's From address. Set smtp_send_as_mailbox = yes (postern then sends as the mailbox, keeping the display name and the original address in Reply-To), or grant Send As: Add-RecipientPermission <from-address> -Trustee <mailbox> -AccessRights SendAs.",
     },
     Entry {
         dsn: "5.2.252",
         contains: "sendasdenied",
         treatment: Treatment::Normal,
-        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox or grant Send As (Add-RecipientPermission ... -AccessRights SendAs). Repeated refusals get the mailbox throttled.",
+        help: "The authenticated mailbox may not send as the message's From address. Set smtp_send_as_mailbox = yes, or grant Send As (Add-RecipientPermission <from-address> -Trustee <mailbox> -AccessRights SendAs). Repeated refusals get the mailbox throttled.",
     },
     Entry {
         dsn: "5.2.0",
         contains: "sendasdenied",
         treatment: Treatment::Normal,
-        help: "The authenticated mailbox may not send as the message's From address. Rewrite the sender to the mailbox or grant Send As (Add-RecipientPermission ... -AccessRights SendAs).",
+        help: "The authenticated mailbox may not send as the message's From address. Set smtp_send_as_mailbox = yes, or grant Send As (Add-RecipientPermission <from-address> -Trustee <mailbox> -AccessRights SendAs).",
+    },
+    Entry {
+        dsn: "5.2.0",
+        contains: "maxsubmissionexceeded",
+        treatment: Treatment::Normal,
+        help: "The message is larger than the sending mailbox's MaxSendSize (35 MB by default; attachments grow by about a third when encoded). Send it smaller, or raise the limit with Set-Mailbox <mailbox> -MaxSendSize (up to 150 MB).",
     },
     Entry {
         dsn: "5.2.0",
@@ -144,7 +150,7 @@ const TABLE: &[Entry] = &[
         dsn: "5.2.252",
         contains: "throttled",
         treatment: Treatment::HoldAccount,
-        help: "Exchange Online throttles this mailbox after repeated Send As refusals. Fix the sender rewriting or grant Send As, then wait for the throttle to expire.",
+        help: "Exchange Online throttles this mailbox after repeated Send As refusals. Fix the sender rewriting (smtp_send_as_mailbox = yes) or grant Send As, then wait for the throttle to expire.",
     },
     Entry {
         dsn: "5.2.253",
@@ -166,15 +172,21 @@ const TABLE: &[Entry] = &[
     },
     Entry {
         dsn: "4.3.2",
+        contains: "resource forest",
+        treatment: Treatment::Normal,
+        help: "Exchange Online is overloaded (too many connections to one of its resource forests); this is not about your mailbox. postern retries with backoff; nothing to fix unless it lasts for hours (check Microsoft 365 service health).",
+    },
+    Entry {
+        dsn: "4.3.2",
         contains: "concurrent connections",
         treatment: Treatment::SlowDown,
-        help: "More than 3 connections submitted as this mailbox at once. Lower smtp_destination_concurrency_limit to 3 or less; postern retries later.",
+        help: "More than 3 connections submitted as this mailbox at once (other clients using the same mailbox count too). postern pauses the mailbox for smtp_account_throttle_delay, retries with one connection fewer and delivers later; if it recurs, lower smtp_account_concurrency_limit (2 leaves room for other clients).",
     },
     Entry {
         dsn: "4.3.2",
         contains: "sender thread limit",
         treatment: Treatment::SlowDown,
-        help: "More than 3 connections submitted as this mailbox at once. Lower the per-mailbox concurrency; postern retries later.",
+        help: "More than 3 connections submitted as this mailbox at once (other clients using the same mailbox count too). postern pauses the mailbox for smtp_account_throttle_delay, retries with one connection fewer and delivers later; if it recurs, lower smtp_account_concurrency_limit.",
     },
     Entry {
         dsn: "5.1.8",
@@ -231,6 +243,42 @@ const TABLE: &[Entry] = &[
         help: "Microsoft blocks this server's IP address. Request delisting at https://sender.office.com/.",
     },
     Entry {
+        dsn: "4.7.0",
+        contains: "temporary server error",
+        treatment: Treatment::Normal,
+        help: "A temporary problem inside Exchange Online; postern retries with backoff. Nothing to fix unless it lasts for hours (check Microsoft 365 service health).",
+    },
+    Entry {
+        dsn: "4.4.62",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "Exchange Online could not tie the connection to your tenant's region: fix the inbound connector (this server's IP address or TlsSenderCertificateName) and relay to the tenant's own MX host (<tenant>.mail.protection.outlook.com).",
+    },
+    Entry {
+        dsn: "5.7.142",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "High Volume Email refuses OAuth2 tokens close to expiry. Check the clock of this server and raise smtp_oauth2_refresh_margin.",
+    },
+    Entry {
+        dsn: "5.7.143",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: "The OAuth2 token had expired when it reached Exchange Online. Check the clock of this server and smtp_oauth2_refresh_margin.",
+    },
+    Entry {
+        dsn: "5.7.144",
+        contains: "",
+        treatment: Treatment::HoldRoute,
+        help: "The app's token lacks the permission High Volume Email needs: give the app registration Office 365 Exchange Online > Application > Mail.Send with admin consent.",
+    },
+    Entry {
+        dsn: "5.7.240",
+        contains: "",
+        treatment: Treatment::HoldRoute,
+        help: "The app is not allowed for this High Volume Email account: run Add-HVEAppAccess -Identity <hve-account> -AppIds <app id> (takes up to 5 minutes).",
+    },
+    Entry {
         dsn: "4.7.500",
         contains: "",
         treatment: Treatment::Normal,
@@ -271,6 +319,12 @@ const TABLE: &[Entry] = &[
         contains: "",
         treatment: Treatment::Normal,
         help: "The message lacks a valid From header (RFC 5322 3.6.2).",
+    },
+    Entry {
+        dsn: "5.3.4",
+        contains: "header size",
+        treatment: Treatment::Normal,
+        help: "The message's header block is larger than Exchange Online accepts (often from many Received or long custom headers added on the way). Trim the headers the sending device or application adds.",
     },
     Entry {
         dsn: "5.3.4",
@@ -346,6 +400,37 @@ mod tests {
         );
         let r = "554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed";
         assert_eq!(treatment(r), Treatment::Normal);
+        // The same 554 5.2.0, three meanings: the text decides.
+        let r = "554 5.2.0 STOREDRV.Submission.Exception:MessageSubmissionExceededException.MapiExceptionMaxSubmissionExceeded; Message size exceeds maximum size limit";
+        assert_eq!(treatment(r), Treatment::Normal);
+        assert!(explain(r).unwrap().contains("MaxSendSize"));
+        assert!(explain("554 5.2.0 something else").is_none());
+        // Header size is not message size.
+        let h = explain("552 5.3.4 Header size exceeds fixed maximum size").unwrap();
+        assert!(h.contains("header block"), "{h}");
+        let m = explain("552 5.3.4 Message size exceeds fixed maximum message size").unwrap();
+        assert!(m.contains("MaxSendSize"), "{m}");
+        // 4.3.2 for the service's own load is not the mailbox's throttle.
+        let r = "421 4.3.2 The maximum number of concurrent connections per resource forest has exceeded a limit, closing transmission channel.";
+        assert_eq!(treatment(r), Treatment::Normal);
+        assert!(explain(r).unwrap().contains("not about your mailbox"));
+        assert!(
+            explain("451 4.7.0 Temporary server error. Please try again later. PRX4 [X]")
+                .unwrap()
+                .contains("retries with backoff")
+        );
+        assert_eq!(
+            treatment(
+                "550 5.7.240 The application is not allowed for use with this High Volume Email account"
+            ),
+            Treatment::HoldRoute
+        );
+        // The throttle's fix names the per-mailbox parameter.
+        assert!(
+            explain("432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded")
+                .unwrap()
+                .contains("smtp_account_concurrency_limit")
+        );
         assert!(explain("250 2.0.0 OK").is_none());
         assert!(explain("garbage").is_none());
     }

@@ -106,7 +106,14 @@ pub fn start_with<T>(program: &str, before_drop: impl FnOnce(&Config) -> T) -> (
 /// Like [`start`], but a delivery agent logs as its master.cf service name
 /// (`postern/relay`, `postern/maildir`), as Postfix's agents do.
 pub fn start_agent(program: &str) -> Started {
-    start_with_ident(program, true, |_| ()).0
+    start_agent_with(program, |_| ()).0
+}
+
+/// [`start_agent`] with `before_drop` run before privileges are dropped,
+/// as [`start_with`]: the SMTP client loads its TLS client key there
+/// (`smtp_tls_key_file` may stay readable by root only, as in Postfix).
+pub fn start_agent_with<T>(program: &str, before_drop: impl FnOnce(&Config) -> T) -> (Started, T) {
+    start_with_ident(program, true, before_drop)
 }
 
 fn start_with_ident<T>(

@@ -25,6 +25,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+/// Why no access token could be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenError {
+    /// What failed and what to do, for the log and the queue.
+    pub message: String,
+    /// An admin must act first (bad settings, wrong or expired credential,
+    /// missing consent): the route is held. Otherwise (network, time-out,
+    /// HTTP 5xx) the mail is simply deferred.
+    pub needs_admin: bool,
+}
+
 /// Where OAuth2 access tokens come from (XOAUTH2). The token fetcher
 /// implements this; with none configured, XOAUTH2 is not offered.
 pub trait TokenSource: Send + Sync + Debug {
@@ -34,7 +45,7 @@ pub trait TokenSource: Send + Sync + Debug {
         &'a self,
         user: &'a str,
         rejected: Option<&'a Secret>,
-    ) -> Pin<Box<dyn Future<Output = Result<Secret, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Secret, TokenError>> + Send + 'a>>;
 }
 
 /// A SASL mechanism postern speaks.
@@ -201,7 +212,16 @@ pub async fn authenticate(
             .map_err(|(f, _)| f);
     }
     let src = tokens.ok_or_else(|| cannot("no OAuth2 token source is configured"))?;
-    let token = src.token(&creds.user, None).await.map_err(|e| cannot(&e))?;
+    let token = src.token(&creds.user, None).await.map_err(|e| {
+        let mut outcome = cannot(&e.message);
+        outcome.hold = e.needs_admin;
+        // Another server of the destination would get the same answer
+        // from the token endpoint.
+        AuthFailure {
+            outcome,
+            permanent: e.needs_admin,
+        }
+    })?;
     match exchange(chat, mech, creds, Some(&token), limit).await {
         Ok(()) => Ok(()),
         Err((f, Some(535))) => {
@@ -212,7 +232,7 @@ pub async fn authenticate(
             let fresh = match src.token(&creds.user, Some(&token)).await {
                 Ok(t) => t,
                 Err(e) => {
-                    queue::log::warning(&e);
+                    queue::log::warning(&e.message);
                     return Err(f);
                 }
             };

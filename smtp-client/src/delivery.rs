@@ -16,7 +16,7 @@ use crate::transaction::{self, After, Job};
 use conf::nexthop::Nexthop;
 use hickory_resolver::TokioResolver;
 use queue::QueueFile;
-use queue::deliver::{RcptResult, Request, Response, Status};
+use queue::deliver::{RcptRequest, RcptResult, Request, Response, Status};
 use queue::file::Ret;
 use queue::log::{self, Delays, DeliveryLine};
 use std::net::SocketAddr;
@@ -51,9 +51,21 @@ struct Done {
 impl Agent {
     /// Builds the agent from the configuration; `dns_server` replaces the
     /// system resolvers (tests). Returns the problems to log at start.
+    #[cfg(test)]
     pub fn new(cfg: &conf::Config, dns_server: Option<SocketAddr>) -> (Agent, Vec<String>) {
-        let (settings, mut warnings) = Settings::from_config(cfg);
+        let (settings, _) = Settings::from_config(cfg);
         let tls = TlsEngine::new(&settings.tls);
+        Agent::with_tls(cfg, dns_server, tls)
+    }
+
+    /// [`Agent::new`] with TLS contexts built earlier (before privileges
+    /// were dropped, so the client key may be readable by root only).
+    pub fn with_tls(
+        cfg: &conf::Config,
+        dns_server: Option<SocketAddr>,
+        tls: TlsEngine,
+    ) -> (Agent, Vec<String>) {
+        let (settings, mut warnings) = Settings::from_config(cfg);
         if settings.tls.level > crate::settings::TlsLevel::None || settings.tls.wrappermode {
             warnings.extend(tls.problems());
         }
@@ -204,7 +216,7 @@ impl Agent {
 
     async fn deliver_smtp(&self, req: &Request, qf: &QueueFile) -> (Vec<Done>, bool) {
         let s = &self.settings;
-        let nexthop = match Nexthop::parse(&req.nexthop, 25) {
+        let nexthop = match Nexthop::parse(&req.nexthop, s.default_port) {
             Ok(n) => n,
             Err(e) => {
                 let mut o = Outcome::local(
@@ -266,18 +278,6 @@ impl Agent {
             Ret::Full => "FULL",
             Ret::Hdrs => "HDRS",
         });
-        let job = Job {
-            queue_id: &req.queue_id,
-            sender,
-            recipients,
-            content,
-            body: env.attr("body"),
-            envid: env.attr("envid"),
-            ret,
-            smtputf8: env.attr("smtputf8").is_some_and(|v| {
-                !matches!(v.to_ascii_lowercase().as_str(), "" | "no" | "0" | "false")
-            }),
-        };
         let setup = Setup {
             settings: s,
             tls: &self.tls,
@@ -288,18 +288,48 @@ impl Agent {
             dests,
             sender: &req.sender,
         };
+        // Recipients still to try, and the last result of each. A server
+        // that leaves recipients with a temporary failure passes them to
+        // the next server while one is left (Postfix's non-final servers).
+        let mut done: Vec<Option<Done>> = recipients.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..recipients.len()).collect();
+        let mut walk: Option<connect::Walk> = None;
         let mut use_cache = true;
         loop {
+            let batch: Vec<RcptRequest> = pending.iter().map(|&i| recipients[i].clone()).collect();
+            let job = Job {
+                queue_id: &req.queue_id,
+                sender,
+                recipients: &batch,
+                content,
+                body: env.attr("body"),
+                envid: env.attr("envid"),
+                ret,
+                smtputf8: env.attr("smtputf8").is_some_and(|v| {
+                    !matches!(v.to_ascii_lowercase().as_str(), "" | "no" | "0" | "false")
+                }),
+            };
             let (mut session, reused) = match self.cached(&key, use_cache).await {
                 Some(sess) => (sess, true),
-                None => match self.open(&nexthop, &setup).await {
-                    Ok(sess) => (sess, false),
-                    Err(f) => {
-                        let site = f.outcome.status == Status::Deferred;
-                        return (self.all(req, f.outcome, &f.relay, 0, None), site);
+                None => {
+                    let opened = match walk.as_mut() {
+                        Some(w) => w.open_next(&setup).await.map_err(connect::no_server),
+                        None => match self.walk(&nexthop).await {
+                            Ok(w) => walk
+                                .insert(w)
+                                .open_next(&setup)
+                                .await
+                                .map_err(connect::no_server),
+                            Err(f) => Err(f),
+                        },
+                    };
+                    match opened {
+                        Ok(sess) => (sess, false),
+                        Err(f) => return self.fail_pending(done, &pending, f),
                     }
-                },
+                }
             };
+            use_cache = false;
             if reused
                 && s.tls.loglevel >= 1
                 && let Some(info) = &session.tls
@@ -318,26 +348,110 @@ impl Agent {
                     req.queue_id,
                     session.chat.peer.namaddrport()
                 ));
-                use_cache = false;
                 continue;
             }
             session.uses += 1;
-            let relay = session.chat.peer.namaddrport();
+            let peer = session.chat.peer.clone();
+            let relay = peer.namaddrport();
             let conn_use = session.uses;
-            self.release(key.clone(), session, tx.after, req.more_waiting)
-                .await;
-            let done = tx
-                .outcomes
-                .into_iter()
-                .map(|outcome| Done {
+            let again: Vec<usize> = pending
+                .iter()
+                .zip(&tx.outcomes)
+                .filter(|(_, o)| next_server_may_help(o))
+                .map(|(&i, _)| i)
+                .collect();
+            let mut move_on = false;
+            if !again.is_empty() {
+                if reused && walk.is_none() {
+                    // A cached session counts as this delivery's first;
+                    // the servers left come from a fresh lookup.
+                    walk = self.walk(&nexthop).await.ok();
+                }
+                if let Some(w) = walk.as_mut() {
+                    if reused {
+                        w.note_session(&peer);
+                    }
+                    move_on = w.has_more(s);
+                }
+            }
+            if move_on {
+                // Closed before the next server is tried: a delivery never
+                // holds two connections (per-account concurrency limits
+                // count one).
+                if tx.after != After::Broken {
+                    session.chat.quit(s.timeouts.quit).await;
+                }
+            } else {
+                self.release(key.clone(), session, tx.after, req.more_waiting)
+                    .await;
+            }
+            let first_again = pending
+                .iter()
+                .zip(&tx.outcomes)
+                .find(|(i, _)| again.contains(i))
+                .map(|(_, o)| o.reason.clone());
+            for (&i, outcome) in pending.iter().zip(tx.outcomes) {
+                done[i] = Some(Done {
                     outcome,
                     relay: relay.clone(),
                     conn_use,
                     conn_done: Some(conn_done),
-                })
-                .collect();
-            return (done, false);
+                });
+            }
+            if !move_on {
+                return (done.into_iter().map(finished).collect(), false);
+            }
+            if let Some(reason) = first_again {
+                log::info(&format!(
+                    "{}: {reason}; trying the next server",
+                    req.queue_id
+                ));
+            }
+            pending = again;
         }
+    }
+
+    /// The servers of `nexthop`, best first.
+    async fn walk(&self, nexthop: &Nexthop) -> Result<connect::Walk, SiteFailure> {
+        let resolver = self.resolver.as_ref().map_err(|e| {
+            SiteFailure::no_relay(Outcome::local(
+                "4.3.0",
+                format!("DNS resolver unavailable: {e}"),
+            ))
+        })?;
+        let targets = resolve::targets(resolver, &self.settings, nexthop)
+            .await
+            .map_err(|o| SiteFailure::no_relay(o).final_())?;
+        Ok(connect::Walk::new(targets))
+    }
+
+    /// No (further) server could be reached: the recipients still pending
+    /// get `f`, unless an earlier server already answered for them (its
+    /// reply says more than a failed connection). A site failure when no
+    /// server answered at all.
+    fn fail_pending(
+        &self,
+        mut done: Vec<Option<Done>>,
+        pending: &[usize],
+        f: SiteFailure,
+    ) -> (Vec<Done>, bool) {
+        let answered = done.iter().any(Option::is_some);
+        if pending.iter().any(|&i| done[i].is_some()) {
+            // The earlier server's reply stands; say why no other was used.
+            log::info(&f.outcome.reason);
+        }
+        for &i in pending {
+            if done[i].is_none() {
+                done[i] = Some(Done {
+                    outcome: f.outcome.clone(),
+                    relay: f.relay.clone(),
+                    conn_use: 0,
+                    conn_done: None,
+                });
+            }
+        }
+        let site = !answered && f.outcome.status == Status::Deferred;
+        (done.into_iter().map(finished).collect(), site)
     }
 
     /// A live idle session for `key`, if any; dead and expired ones are
@@ -358,19 +472,6 @@ impl Agent {
                 return Some(sess);
             }
         }
-    }
-
-    async fn open(&self, nexthop: &Nexthop, setup: &Setup<'_>) -> Result<Session, SiteFailure> {
-        let resolver = self.resolver.as_ref().map_err(|e| {
-            SiteFailure::no_relay(Outcome::local(
-                "4.3.0",
-                format!("DNS resolver unavailable: {e}"),
-            ))
-        })?;
-        let targets = resolve::targets(resolver, &self.settings, nexthop)
-            .await
-            .map_err(|o| SiteFailure::no_relay(o).final_())?;
-        connect::open_session(&targets, setup).await
     }
 
     /// After a transaction: keep the session for reuse, or close it. QUIT
@@ -407,7 +508,13 @@ impl Agent {
         let mut results = Vec::with_capacity(done.len());
         let mut hold_route = false;
         let mut explained: Vec<&'static str> = Vec::new();
-        for (r, d) in req.recipients.iter().zip(done) {
+        let some_sent = done
+            .iter()
+            .any(|d| d.outcome.status == queue::deliver::Status::Sent);
+        for (r, mut d) in req.recipients.iter().zip(done) {
+            if some_sent {
+                d.outcome = d.outcome.recipient_refusal();
+            }
             hold_route |= d.outcome.hold;
             let orig = r
                 .orcpt
@@ -480,4 +587,26 @@ fn mark_sent(req: &Request, qf: &QueueFile, done: &[Done]) {
             req.queue_id
         ));
     }
+}
+
+/// A result that is always set once the delivery loop ends.
+fn finished(d: Option<Done>) -> Done {
+    d.unwrap_or_else(|| Done {
+        outcome: Outcome::local("4.3.0", "mail transaction ended without a result"),
+        relay: "none".into(),
+        conn_use: 0,
+        conn_done: None,
+    })
+}
+
+/// A temporary failure another server of the destination may not have:
+/// a plain 4xx reply or a lost connection. Replies that mean an account
+/// or configuration problem (hold, slow down) would be the same at every
+/// server, and sending the mailbox's mail to another one would only add
+/// connections.
+fn next_server_may_help(o: &Outcome) -> bool {
+    o.status == Status::Deferred
+        && !o.hold
+        && queue::explain::treatment(o.diagnostic.as_deref().unwrap_or(&o.reason))
+            == queue::explain::Treatment::Normal
 }

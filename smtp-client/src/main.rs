@@ -39,7 +39,12 @@ use queue::log;
 use std::sync::Arc;
 
 fn main() {
-    let started = queue::service::start_agent("smtp");
+    // The TLS client certificate and key are read as root, before the
+    // agent becomes mail_owner (Postfix's smtp loads them in pre_init), so
+    // smtp_tls_key_file may be readable by root only.
+    let (started, tls) = queue::service::start_agent_with("smtp", |cfg| {
+        tls::TlsEngine::new(&settings::Settings::from_config(cfg).0.tls)
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,14 +52,14 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => log::fatal(1, &format!("cannot start the event loop: {e}")),
     };
-    if let Err(e) = rt.block_on(run(started)) {
+    if let Err(e) = rt.block_on(run(started, tls)) {
         log::fatal(1, &format!("{e:#}"));
     }
     // Background QUITs and DNS tasks are not waited for.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
 }
 
-async fn run(started: queue::service::Started) -> anyhow::Result<()> {
+async fn run(started: queue::service::Started, tls: tls::TlsEngine) -> anyhow::Result<()> {
     let queue::service::Started {
         args,
         cfg,
@@ -76,7 +81,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         }
     };
     let dns = queue::dns::server_from_env().map_err(anyhow::Error::msg)?;
-    let (agent, warnings) = delivery::Agent::new(&cfg, dns);
+    let (agent, warnings) = delivery::Agent::with_tls(&cfg, dns, tls);
     for w in warnings {
         log::warning(&w);
     }

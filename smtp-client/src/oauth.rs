@@ -4,7 +4,7 @@
 //! exchange uses. Requests to the token endpoint block, so they run on the
 //! runtime's blocking threads.
 
-use crate::auth::TokenSource;
+use crate::auth::{TokenError, TokenSource};
 use proto::sasl::Secret;
 use queue::oauth2::{Accounts, Token, TokenCache};
 use std::future::Future;
@@ -42,7 +42,7 @@ impl TokenSource for OAuthTokens {
         &'a self,
         user: &'a str,
         rejected: Option<&'a Secret>,
-    ) -> Pin<Box<dyn Future<Output = Result<Secret, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Secret, TokenError>> + Send + 'a>> {
         let accounts = self.accounts.clone();
         let cache = self.cache.clone();
         let user = user.to_string();
@@ -54,14 +54,22 @@ impl TokenSource for OAuthTokens {
         });
         Box::pin(async move {
             let work = tokio::task::spawn_blocking(move || {
-                let account = accounts.get(&user).map_err(|e| e.to_string())?;
+                let account = accounts.get(&user).map_err(|e| TokenError {
+                    message: e.to_string(),
+                    needs_admin: true,
+                })?;
                 cache
                     .token(&account, rejected.as_ref())
                     .map(|t| t.access_token)
-                    .map_err(|e| format!("OAuth2 token for {user}: {e}"))
+                    .map_err(|e| TokenError {
+                        message: format!("OAuth2 token for {user}: {e}"),
+                        needs_admin: !e.is_transient(),
+                    })
             });
-            work.await
-                .map_err(|e| format!("OAuth2 token request failed: {e}"))?
+            work.await.map_err(|e| TokenError {
+                message: format!("OAuth2 token request failed: {e}"),
+                needs_admin: false,
+            })?
         })
     }
 }

@@ -153,6 +153,24 @@ impl Outcome {
         self
     }
 
+    /// A held 5xx refusal of one recipient in a session that delivered to
+    /// others: the route works, so the refusal is about this recipient
+    /// (Direct Send to an outside address gets `550 5.7.64`). It bounces
+    /// like any 5xx reply instead of holding everyone's mail.
+    pub fn recipient_refusal(mut self) -> Outcome {
+        if self.hold
+            && self
+                .diagnostic
+                .as_deref()
+                .is_some_and(|d| d.starts_with('5'))
+        {
+            self.hold = false;
+            self.status = Status::Bounced;
+            self.dsn.replace_range(0..1, "5");
+        }
+        self
+    }
+
     /// `sent`, `deferred` or `bounced`, for the log line.
     pub fn status_word(&self) -> &'static str {
         match self.status {
@@ -252,6 +270,28 @@ mod tests {
             o.reason,
             "host mx.example.com[192.0.2.1] said: 550-5.7.1 first 550 5.7.1 second (in reply to end of DATA command)"
         );
+    }
+
+    #[test]
+    fn a_held_refusal_of_one_recipient_bounces_when_others_were_delivered() {
+        let r = reply("550 5.7.64 TenantAttribution; Relay Access Denied\r\n");
+        let o = Outcome::rejected(&peer(), &r, "RCPT TO command");
+        assert_eq!(
+            (o.status, o.dsn.as_str(), o.hold),
+            (Status::Deferred, "4.7.64", true)
+        );
+        let o = o.recipient_refusal();
+        assert_eq!(
+            (o.status, o.dsn.as_str(), o.hold),
+            (Status::Bounced, "5.7.64", false)
+        );
+        // A transient reply stays deferred; an ordinary one is unchanged.
+        let r = reply("432 4.3.2 Concurrent connections limit exceeded\r\n");
+        let o = Outcome::rejected(&peer(), &r, "end of DATA command").recipient_refusal();
+        assert_eq!(o.status, Status::Deferred);
+        let r = reply("550 5.1.1 unknown\r\n");
+        let o = Outcome::rejected(&peer(), &r, "RCPT TO command");
+        assert_eq!(o.clone().recipient_refusal(), o);
     }
 
     #[test]

@@ -7,10 +7,14 @@
 //!   against the mailbox that logged in (`550 5.7.60`, OFFICE365.md §6.3),
 //!   so the envelope sender and From become that mailbox. A display name
 //!   is kept, and the original From goes to `Reply-To:` unless the message
-//!   has one, so replies still reach the device's owner;
+//!   has one, so replies still reach the device's owner.
 //!   The result always has exactly one From with one address, which is
 //!   what Exchange insists on (`5.1.20`, `5.7.512`), and no Sender of
 //!   someone else (that would make it "on behalf of").
+//!
+//! With both, the generic maps apply first: the Reply-To carries the
+//! mapped (routable) form of the device's address, and a From the maps
+//! already turned into the mailbox is kept as it is.
 //!
 //! Without these settings the message goes out byte for byte as queued.
 
@@ -129,75 +133,95 @@ impl Rewriter {
     }
 
     /// The new header block, or `None` when nothing changes.
+    ///
+    /// Generic maps apply to every address header first; send-as then
+    /// works on the result, so the Reply-To it adds carries the mapped
+    /// (routable) form of the device's address, and a From the maps
+    /// already turned into the mailbox is left alone.
     fn headers(
         &self,
         headers: &[Header<'_>],
         head: &[u8],
         mailbox: Option<&str>,
     ) -> Result<Option<Vec<u8>>, String> {
+        // Each address header's addresses after the generic maps, and
+        // whether the maps changed it.
+        let mut mapped: Vec<Option<(Vec<HeaderAddress>, bool)>> = Vec::with_capacity(headers.len());
+        for h in headers {
+            if !ADDRESS_HEADERS.iter().any(|n| h.is(n)) {
+                mapped.push(None);
+                continue;
+            }
+            let mut list = header::parse_address_list(&h.value());
+            let mut hit = false;
+            if !self.generic.is_empty() {
+                for a in &mut list {
+                    if let Some(new) = self.generic(&a.address)? {
+                        a.address = new;
+                        hit = true;
+                    }
+                }
+            }
+            mapped.push(Some((list, hit)));
+        }
         let froms: Vec<HeaderAddress> = headers
             .iter()
-            .filter(|h| h.is("from"))
-            .flat_map(|h| header::parse_address_list(&h.value()))
+            .zip(&mapped)
+            .filter(|(h, _)| h.is("from"))
+            .filter_map(|(_, m)| m.as_ref())
+            .flat_map(|(l, _)| l.iter().cloned())
             .collect();
         let has_reply_to = headers.iter().any(|h| h.is("reply-to"));
         let mut changed = false;
         let mut added: Vec<String> = Vec::new();
         let mut replaced: Vec<(usize, Option<String>)> = Vec::new(); // index → new field (None: drop)
-        if let Some(m) = mailbox {
-            let already = froms.len() == 1 && froms[0].address.eq_ignore_ascii_case(m);
-            if !already {
-                let display = froms
-                    .first()
-                    .and_then(|a| a.display_name.clone())
-                    .filter(|d| !d.trim().is_empty());
-                let value = match display {
-                    Some(d) => format!("{} <{m}>", quote_phrase(&d)),
-                    None => m.to_string(),
-                };
-                let mut first = true;
-                for (i, h) in headers.iter().enumerate() {
-                    if h.is("from") {
-                        replaced.push((i, first.then(|| header::fold_header("From", &value))));
-                        first = false;
-                    } else if h.is("sender")
-                        && !h
-                            .value()
-                            .to_ascii_lowercase()
-                            .contains(&m.to_ascii_lowercase())
-                    {
-                        // A Sender of someone else would make it "on behalf of".
-                        replaced.push((i, None));
-                    }
+        let send_as =
+            mailbox.filter(|m| !(froms.len() == 1 && froms[0].address.eq_ignore_ascii_case(m)));
+        if let Some(m) = send_as {
+            let display = froms
+                .first()
+                .and_then(|a| a.display_name.clone())
+                .filter(|d| !d.trim().is_empty());
+            let value = match display {
+                Some(d) => format!("{} <{m}>", quote_phrase(&d)),
+                None => m.to_string(),
+            };
+            let mut first = true;
+            for (i, h) in headers.iter().enumerate() {
+                if h.is("from") {
+                    replaced.push((i, first.then(|| header::fold_header("From", &value))));
+                    first = false;
                 }
-                if first {
-                    added.push(header::fold_header("From", &value));
-                }
-                if !has_reply_to && !froms.is_empty() {
-                    added.push(header::fold_header("Reply-To", &render(&froms)));
-                }
-                changed = true;
             }
-        } else if !self.generic.is_empty() {
-            // Generic maps on the address headers.
-            {
-                for (i, h) in headers.iter().enumerate() {
-                    if !ADDRESS_HEADERS.iter().any(|n| h.is(n)) {
-                        continue;
-                    }
-                    let mut list = header::parse_address_list(&h.value());
-                    let mut hit = false;
-                    for a in &mut list {
-                        if let Some(new) = self.generic(&a.address)? {
-                            a.address = new;
-                            hit = true;
-                        }
-                    }
-                    if hit {
-                        replaced.push((i, Some(header::fold_header(h.name, &render(&list)))));
-                        changed = true;
-                    }
+            if first {
+                added.push(header::fold_header("From", &value));
+            }
+            if !has_reply_to && !froms.is_empty() {
+                added.push(header::fold_header("Reply-To", &render(&froms)));
+            }
+            changed = true;
+        }
+        // Sending as the mailbox: a Sender of someone else would make it
+        // "on behalf of" (even when the From already is the mailbox).
+        if let Some(m) = mailbox {
+            for (i, h) in headers.iter().enumerate() {
+                let own = mapped[i]
+                    .as_ref()
+                    .is_some_and(|(l, _)| l.len() == 1 && l[0].address.eq_ignore_ascii_case(m));
+                if h.is("sender") && !own {
+                    replaced.push((i, None));
+                    changed = true;
                 }
+            }
+        }
+        // Generic maps on the address headers send-as left in place.
+        for (i, h) in headers.iter().enumerate() {
+            if replaced.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            if let Some((list, true)) = &mapped[i] {
+                replaced.push((i, Some(header::fold_header(h.name, &render(list)))));
+                changed = true;
             }
         }
         if !changed {
@@ -359,6 +383,46 @@ mod tests {
             text(&r),
             "From: Root <it@contoso.com>\r\nTo: user@contoso.com, x@y.z\r\n\r\nb\r\n"
         );
+    }
+
+    #[test]
+    fn send_as_and_generic_maps_together() {
+        let (rw, _d) = rewriter(
+            "smtp_send_as_mailbox = yes\n",
+            Some("dev@printer.local  devices@contoso.com\n@legacy.local @contoso.com\n"),
+        );
+        let msg = b"From: Dev <dev@printer.local>\r\nSender: m@contoso.com\r\nTo: boss@legacy.local, x@y.z\r\n\r\nb\r\n";
+        let r = rw
+            .apply(
+                Some("m@contoso.com"),
+                "dev@printer.local",
+                &[rcpt("boss@legacy.local")],
+                msg,
+            )
+            .unwrap();
+        assert_eq!(r.sender.as_deref(), Some("m@contoso.com"));
+        assert_eq!(r.recipients.unwrap()[0].addr, "boss@contoso.com");
+        // The way back is the routable (mapped) address; the recipients'
+        // headers are mapped as well; the mailbox's own Sender stays.
+        assert_eq!(
+            String::from_utf8(r.content.unwrap()).unwrap(),
+            "From: Dev <m@contoso.com>\r\nReply-To: Dev <devices@contoso.com>\r\nSender: m@contoso.com\r\nTo: boss@contoso.com, x@y.z\r\n\r\nb\r\n"
+        );
+        // The maps already made the From the mailbox: no Reply-To needed;
+        // a foreign Sender still goes.
+        let (rw, _d) = rewriter(
+            "smtp_send_as_mailbox = yes\n",
+            Some("@printer.local @contoso.com\n"),
+        );
+        let r = rw
+            .apply(
+                Some("scan@contoso.com"),
+                "scan@printer.local",
+                &[],
+                b"From: Scan <scan@printer.local>\r\nSender: x@elsewhere\r\n\r\nb\r\n",
+            )
+            .unwrap();
+        assert_eq!(text(&r), "From: Scan <scan@contoso.com>\r\n\r\nb\r\n");
     }
 
     proptest! {

@@ -4,6 +4,7 @@
 
 use conf::Config;
 use conf::tls::{ProtocolRange, TlsVersion, parse_protocols};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// `smtp_tls_security_level`, with `dane` and `dane-only` mapped to what
@@ -167,6 +168,15 @@ pub struct Settings {
     pub mx_session_limit: usize,
     /// Longest line sent before it is broken (0: no limit).
     pub line_length_limit: usize,
+    /// The port when the next hop names none (`smtp_tcp_port`).
+    pub default_port: u16,
+    /// `smtp_bind_address`: the local IPv4 address to connect from.
+    pub bind_address: Option<IpAddr>,
+    /// `smtp_bind_address6`: the local IPv6 address to connect from.
+    pub bind_address6: Option<IpAddr>,
+    /// `smtp_bind_address_enforce`: a failed bind defers instead of
+    /// connecting from any address.
+    pub bind_enforce: bool,
     /// TLS.
     pub tls: TlsSettings,
     /// SASL.
@@ -225,6 +235,20 @@ impl Settings {
             mx_address_limit: clamp(cfg.smtp_mx_address_limit),
             mx_session_limit: clamp(cfg.smtp_mx_session_limit),
             line_length_limit: clamp(cfg.smtp_line_length_limit),
+            // Validated by conf::Config::build (the fallbacks matter only
+            // for a Config built by hand).
+            default_port: conf::nexthop::service_port(&cfg.smtp_tcp_port).unwrap_or(25),
+            bind_address: cfg
+                .smtp_bind_address
+                .parse::<IpAddr>()
+                .ok()
+                .filter(IpAddr::is_ipv4),
+            bind_address6: cfg
+                .smtp_bind_address6
+                .parse::<IpAddr>()
+                .ok()
+                .filter(IpAddr::is_ipv6),
+            bind_enforce: cfg.smtp_bind_address_enforce,
             tls: TlsSettings {
                 level,
                 wrappermode: cfg.smtp_tls_wrappermode,
@@ -281,6 +305,18 @@ mod tests {
         assert_eq!(s.mx_session_limit, 2);
         assert_eq!(s.sasl.security_options, vec!["noplaintext", "noanonymous"]);
         assert!(s.lookup_dns && !s.lookup_native && s.ipv4 && s.ipv6);
+        assert_eq!(
+            (s.default_port, s.bind_address, s.bind_enforce),
+            (25, None, false)
+        );
+        let mut c = Config::defaults();
+        c.smtp_tcp_port = "submission".into();
+        c.smtp_bind_address = "192.0.2.25".into();
+        c.smtp_bind_address6 = "192.0.2.26".into();
+        let (s, _) = Settings::from_config(&c);
+        assert_eq!(s.default_port, 587);
+        assert_eq!(s.bind_address, Some("192.0.2.25".parse().unwrap()));
+        assert_eq!(s.bind_address6, None);
         assert_eq!(TlsLevel::parse("dane").0, TlsLevel::May);
         assert!(TlsLevel::parse("dane").1.unwrap().contains("DANE"));
         assert!(TlsLevel::Verify.must_match() && TlsLevel::Encrypt.required());

@@ -11,10 +11,11 @@
 use crate::settings::{TlsLevel, TlsSettings};
 use conf::tls::{ProtocolRange, TlsVersion};
 use openssl::nid::Nid;
+use openssl::pkey::PKey;
 use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslVerifyMode, SslVersion,
 };
-use openssl::x509::{X509Ref, X509VerifyResult};
+use openssl::x509::{X509, X509Ref, X509VerifyResult};
 use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
@@ -103,21 +104,50 @@ fn build(t: &TlsSettings, protocols: ProtocolRange, grade: &str) -> Result<SslCo
         })?;
     }
     if !t.cert_file.is_empty() {
-        b.set_certificate_chain_file(&t.cert_file)
-            .map_err(|e| format!("cannot load smtp_tls_cert_file = {}: {e}", t.cert_file))?;
+        // Read with std so an unreadable file says why in words
+        // ("Permission denied"), not as an OpenSSL error stack.
+        let read = |name: &str, path: &str| {
+            std::fs::read(path).map_err(|e| {
+                format!(
+                    "cannot read {name} = {path}: {}",
+                    crate::connect::os_text(&e)
+                )
+            })
+        };
+        let pem = read("smtp_tls_cert_file", &t.cert_file)?;
+        let mut certs = X509::stack_from_pem(&pem)
+            .map_err(|e| {
+                format!(
+                    "smtp_tls_cert_file = {}: not a PEM certificate: {e}",
+                    t.cert_file
+                )
+            })?
+            .into_iter();
+        let leaf = certs
+            .next()
+            .ok_or_else(|| format!("smtp_tls_cert_file = {}: no certificate in it", t.cert_file))?;
+        b.set_certificate(&leaf)
+            .map_err(|e| format!("smtp_tls_cert_file = {}: {e}", t.cert_file))?;
+        for c in certs {
+            b.add_extra_chain_cert(c)
+                .map_err(|e| format!("smtp_tls_cert_file = {}: {e}", t.cert_file))?;
+        }
         let key = if t.key_file.is_empty() {
             &t.cert_file
         } else {
             &t.key_file
         };
-        b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
-            .map_err(|e| format!("cannot load smtp_tls_key_file = {key}: {e}"))?;
-        b.check_private_key().map_err(|e| {
+        let pem = read("smtp_tls_key_file", key)?;
+        let pkey = PKey::private_key_from_pem(&pem)
+            .map_err(|e| format!("smtp_tls_key_file = {key}: not a PEM private key: {e}"))?;
+        let mismatch = |e: openssl::error::ErrorStack| {
             format!(
                 "smtp_tls_key_file = {key} does not belong to smtp_tls_cert_file = {}: {e}",
                 t.cert_file
             )
-        })?;
+        };
+        b.set_private_key(&pkey).map_err(mismatch)?;
+        b.check_private_key().map_err(mismatch)?;
     }
     // Verification never stops the handshake: the result is read and
     // enforced afterwards, per security level (as Postfix does).
@@ -331,6 +361,74 @@ pub fn summary(namaddrport: &str, i: &TlsInfo, reused: bool) -> String {
 mod tests {
     use super::*;
 
+    fn key_pem() -> Vec<u8> {
+        let g = openssl::ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let k = PKey::from_ec_key(openssl::ec::EcKey::generate(&g).unwrap()).unwrap();
+        k.private_key_to_pem_pkcs8().unwrap()
+    }
+
+    fn cert_pem(key: &[u8]) -> Vec<u8> {
+        let k = PKey::private_key_from_pem(key).unwrap();
+        let mut n = openssl::x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_nid(Nid::COMMONNAME, "relay.contoso.test")
+            .unwrap();
+        let n = n.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(&n).unwrap();
+        b.set_pubkey(&k).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&k, openssl::hash::MessageDigest::sha256()).unwrap();
+        b.build().to_pem().unwrap()
+    }
+
+    #[test]
+    fn client_certificate_files_and_their_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, other) = (key_pem(), key_pem());
+        let f = |n: &str, d: &[u8]| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, d).unwrap();
+            p.display().to_string()
+        };
+        let (cert_file, key_file, other_file) = (
+            f("relay.pem", &cert_pem(&key)),
+            f("relay.key", &key),
+            f("other.key", &other),
+        );
+        let mut s = crate::settings::Settings::from_config(&conf::Config::defaults()).0;
+        s.tls.cert_file = cert_file.clone();
+        s.tls.key_file = key_file;
+        assert!(TlsEngine::new(&s.tls).problems().is_empty());
+        // Certificate and key in one file.
+        s.tls.key_file = String::new();
+        let both = f("both.pem", &[cert_pem(&key), key.clone()].concat());
+        s.tls.cert_file = both;
+        // cert_pem(&key) made a new certificate for the same key.
+        assert!(TlsEngine::new(&s.tls).problems().is_empty());
+        s.tls.cert_file = cert_file.clone();
+        s.tls.key_file = other_file.clone();
+        let p = TlsEngine::new(&s.tls).problems();
+        assert!(
+            p[0].contains(&format!(
+                "smtp_tls_key_file = {other_file} does not belong to smtp_tls_cert_file = {cert_file}"
+            )),
+            "{p:?}"
+        );
+        s.tls.key_file = "/nonexistent/relay.key".into();
+        let p = TlsEngine::new(&s.tls).problems();
+        assert!(
+            p[0].ends_with(
+                "cannot read smtp_tls_key_file = /nonexistent/relay.key: No such file or directory"
+            ),
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn name_matching() {
         let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -396,7 +494,9 @@ mod tests {
         let p = e.problems();
         assert_eq!(p.len(), 2);
         assert!(
-            p[0].contains("cannot load smtp_tls_cert_file = /nonexistent/postern-client.pem"),
+            p[0].contains(
+                "cannot read smtp_tls_cert_file = /nonexistent/postern-client.pem: No such file or directory"
+            ),
             "{p:?}"
         );
         assert!(e.context(TlsLevel::May).is_err());

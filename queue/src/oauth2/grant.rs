@@ -103,11 +103,38 @@ pub(crate) fn parse_answer(
     Ok(Issued {
         token: Token {
             access_token: Secret::new(access),
-            expires_at: ms(now + Duration::from_secs_f64(expires_in)),
+            expires_at: ms(expires_at(access, now, Duration::from_secs_f64(expires_in))),
             obtained_at: ms(now),
         },
         refresh_token,
     })
+}
+
+/// How much earlier than `now + expires_in` a JWT's own `exp` may be and
+/// still be believed: its whole seconds, plus the time the request took.
+/// A larger difference is clock skew between this host and the endpoint,
+/// for which `expires_in` is right.
+const EXP_ROUNDING: Duration = Duration::from_secs(3);
+
+/// When an access token asked for at `now` expires: `now + expires_in`, or
+/// the token's own `exp` when that is a little earlier. Endpoints stamp
+/// JWTs in whole seconds, so a token asked for at 12:00:00.9 that lives
+/// 3599 s may expire at 12:59:59; believing `exp` keeps a token postern
+/// deems fresh from being refused as expired (short test tokens notice).
+fn expires_at(access_token: &str, now: SystemTime, expires_in: Duration) -> SystemTime {
+    let by_lifetime = now + expires_in;
+    let own = super::claims::decode_claims(access_token)
+        .map(|c| super::claims::ClaimsSummary::from_claims(&c))
+        .and_then(|c| c.expires_at);
+    match own {
+        Some(exp)
+            if exp < by_lifetime
+                && by_lifetime.duration_since(exp).unwrap_or_default() <= EXP_ROUNDING =>
+        {
+            exp
+        }
+        _ => by_lifetime,
+    }
 }
 
 /// Fetches a new access token for `account` with its grant; a rotated
@@ -144,11 +171,16 @@ pub(crate) fn fetch(env: &Env, account: &Account) -> Result<Token, OAuthError> {
     if let (Some((_, source)), Some(new)) = (&refresh, &issued.refresh_token) {
         match refresh::store(new, source, &env.cache_dir, env.owner) {
             Ok(Stored::File) => {}
-            Ok(Stored::Cache(copy, why)) => crate::log::warning(&format!(
-                "OAuth2 {}: cannot replace the refresh token file ({why}); the rotated refresh token is kept in {} instead",
+            // Said once, when the copy takes over from the file; later
+            // rotations replace the copy as designed (a root-owned file the
+            // delivery agents only read is the documented setup).
+            Ok(Stored::Cache(copy, why)) if !source.from_copy => crate::log::warning(&format!(
+                "OAuth2 {}: cannot replace the refresh token file ({why}); the rotated refresh token is kept in {} instead, until postern oauth2 login {} writes the file again",
                 account.user,
-                copy.display()
+                copy.display(),
+                account.user
             )),
+            Ok(Stored::Cache(..)) => {}
             Err(why) => crate::log::warning(&format!(
                 "OAuth2 {}: cannot store the rotated refresh token ({why}); the previous one stays in use until it expires",
                 account.user
@@ -156,4 +188,55 @@ pub(crate) fn fetch(env: &Env, account: &Account) -> Result<Token, OAuthError> {
         }
     }
     Ok(issued.token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(exp: u64) -> String {
+        use base64::Engine;
+        let b = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.c2ln",
+            b(serde_json::json!({"alg": "RS256"})),
+            b(serde_json::json!({"exp": exp}))
+        )
+    }
+
+    #[test]
+    fn expiry_believes_the_tokens_exp_when_it_is_rounding() {
+        let account = Account {
+            user: "u@example.com".into(),
+            token_endpoint: "http://127.0.0.1:1/t/oauth2/v2.0/token".into(),
+            client_id: "app".into(),
+            scope: "s/.default".into(),
+            client_auth: ClientAuth::None,
+            grant: Grant::ClientCredentials,
+            table: None,
+        };
+        let now = UNIX_EPOCH + Duration::from_millis(1_000_900);
+        let at = |token: &str, expires_in: serde_json::Value| {
+            let a = serde_json::json!({"access_token": token, "expires_in": expires_in});
+            parse_answer(&account, &a, now).unwrap().token
+        };
+        // Opaque: now + expires_in (fractions from v1 strings kept).
+        let t = at("opaque", serde_json::json!(6));
+        assert_eq!(t.obtained_at, now);
+        assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_millis(1_006_900));
+        let t = at("opaque", serde_json::json!("6.5"));
+        assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_millis(1_007_400));
+        // A JWT stamped in whole seconds: its exp.
+        let t = at(&jwt(1_006), serde_json::json!(6));
+        assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_secs(1_006));
+        assert_eq!(t.lifetime(), Duration::from_millis(5_100));
+        // A later exp (this clock is behind) or a much earlier one (this
+        // clock is ahead): expires_in.
+        for exp in [1_010, 1_002] {
+            let t = at(&jwt(exp), serde_json::json!(6));
+            assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_millis(1_006_900));
+        }
+    }
 }

@@ -25,6 +25,9 @@ pub(crate) struct Source {
     pub file: PathBuf,
     /// SHA-256 (hex) of the configured file's token.
     base: String,
+    /// The token came from the rotated copy in the cache directory (the
+    /// file could not be replaced before), not from the file.
+    pub from_copy: bool,
 }
 
 /// Where a rotated token was stored.
@@ -67,9 +70,10 @@ pub(crate) fn load(
             },
             other => other,
         })?;
-    let source = Source {
+    let mut source = Source {
         file: file.to_path_buf(),
         base: digest(configured.expose()),
+        from_copy: false,
     };
     let rotated = files::read_private(&rotated_path(cache_dir, file))
         .ok()
@@ -78,6 +82,7 @@ pub(crate) fn load(
         .filter(|j| j["replaces"].as_str() == Some(source.base.as_str()))
         .and_then(|j| j["refresh_token"].as_str().map(Secret::new))
         .filter(|s| !s.expose().is_empty());
+    source.from_copy = rotated.is_some();
     Ok((rotated.unwrap_or(configured), source))
 }
 
@@ -201,8 +206,10 @@ mod tests {
         // The file is back with the same token: the rotated copy wins.
         std::fs::create_dir(&etc).unwrap();
         files::replace(&rt, b"first\n", None, 0o600).unwrap();
+        assert!(!src.from_copy);
         let (tok, src2) = load(&rt, &cache, gid).unwrap();
         assert_eq!(tok.expose(), "second");
+        assert!(src2.from_copy);
         // Rotating again keeps the link to the file's token.
         std::fs::remove_dir_all(&etc).unwrap();
         store(&Secret::new("third"), &src2, &cache, None).unwrap();

@@ -45,7 +45,11 @@ fn answer(n: usize, expires_in: u64, refresh: Option<&str>) -> (u16, String) {
         "aud": "https://outlook.office365.com",
         "roles": ["SMTP.SendAsApp"],
         "n": n,
-        "exp": SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + expires_in,
+        // Rounded up, so the token lives all of `expires_in` (an `exp`
+        // rounded down is believed: see grant.rs).
+        "exp": (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+            + expires_in as f64)
+            .ceil() as u64,
     }));
     let mut j = serde_json::json!({
         "token_type": "Bearer",

@@ -456,3 +456,254 @@ async fn a_silent_server_times_out_during_the_greeting() {
     );
     server.finish().await;
 }
+
+/// A server that accepts MAIL, answers the RCPTs with `rcpt` (in order)
+/// and takes the message when any recipient was accepted.
+async fn mx_server(bind: &str, rcpt: &'static [&'static str], done: &'static str) -> FakeServer {
+    FakeServer::start(bind, move |mut c, _| async move {
+        c.greet_ehlo(EHLO_PLAIN).await;
+        read_envelope(&mut c, rcpt.len()).await;
+        c.say("250 2.1.0 Sender OK").await;
+        for r in rcpt {
+            c.say(r).await;
+        }
+        if rcpt.iter().any(|r| r.starts_with('2')) {
+            c.say("354 go").await;
+            c.data().await;
+            c.say(done).await;
+        } else {
+            c.say("554 5.5.1 no valid recipients").await;
+        }
+        c.quit().await;
+    })
+    .await
+}
+
+/// The port of a listener on 127.0.0.1 that another loopback address can
+/// share.
+fn shared_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn recipients_with_a_4xx_go_to_the_next_mx() {
+    let port = shared_port();
+    let first = mx_server(
+        &format!("127.0.0.1:{port}"),
+        &[
+            "250 2.1.5 Recipient OK",
+            "451 4.7.500 Server busy. Please try again later from [127.0.0.1]. (AS843)",
+            "550 5.4.1 Recipient address rejected: Access denied",
+        ],
+        "250 2.0.0 first",
+    )
+    .await;
+    let second = FakeServer::start(&format!("127.0.0.2:{port}"), |mut c, _| async move {
+        c.greet_ehlo(EHLO_PLAIN).await;
+        let env = read_envelope(&mut c, 1).await;
+        assert!(env[1].starts_with("RCPT TO:<busy@example.test>"), "{env:?}");
+        for l in ["250 ok", "250 ok", "354 go"] {
+            c.say(l).await;
+        }
+        c.data().await;
+        c.say("250 2.0.0 second").await;
+        c.quit().await;
+    })
+    .await;
+    let dns = DnsServer::start(&[
+        ("example.test", "MX", "20 mx2.example.test"),
+        ("example.test", "MX", "10 mx1.example.test"),
+        ("mx1.example.test", "A", "127.0.0.1"),
+        ("mx2.example.test", "A", "127.0.0.2"),
+    ])
+    .await;
+    let r = deliver(
+        &config("none"),
+        Some(dns.addr),
+        &format!("example.test:{port}"),
+        &["ok@example.test", "busy@example.test", "gone@example.test"],
+    )
+    .await;
+    first.finish().await;
+    second.finish().await;
+    let got: Vec<(Status, &str, &str)> = r
+        .results
+        .iter()
+        .map(|x| (x.status, x.reason.as_str(), x.relay.as_str()))
+        .collect();
+    let (mx1, mx2) = (
+        format!("mx1.example.test[127.0.0.1]:{port}"),
+        format!("mx2.example.test[127.0.0.2]:{port}"),
+    );
+    assert_eq!(got[0], (Status::Sent, "250 2.0.0 first", mx1.as_str()));
+    assert_eq!(got[1], (Status::Sent, "250 2.0.0 second", mx2.as_str()));
+    assert_eq!((got[2].0, got[2].2), (Status::Bounced, mx1.as_str()));
+    assert!(!r.site_failure);
+    assert_eq!((first.count(), second.count()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_4xx_at_the_last_server_allowed_defers_with_its_reply() {
+    let port = shared_port();
+    let first = mx_server(&format!("127.0.0.1:{port}"), &["451 4.3.0 first busy"], "").await;
+    let second = mx_server(&format!("127.0.0.2:{port}"), &["452 4.3.1 second busy"], "").await;
+    // smtp_mx_session_limit = 2: the third server is never tried.
+    let third = mx_server(&format!("127.0.0.3:{port}"), &["250 ok"], "250 2.0.0 third").await;
+    let dns = DnsServer::start(&[
+        ("example.test", "MX", "10 mx1.example.test"),
+        ("example.test", "MX", "20 mx2.example.test"),
+        ("example.test", "MX", "30 mx3.example.test"),
+        ("mx1.example.test", "A", "127.0.0.1"),
+        ("mx2.example.test", "A", "127.0.0.2"),
+        ("mx3.example.test", "A", "127.0.0.3"),
+    ])
+    .await;
+    let r = deliver(
+        &config("none"),
+        Some(dns.addr),
+        &format!("example.test:{port}"),
+        &["a@example.test"],
+    )
+    .await;
+    first.finish().await;
+    second.finish().await;
+    let x = &r.results[0];
+    assert_eq!((x.status, x.dsn.as_str()), (Status::Deferred, "4.3.1"));
+    assert_eq!(
+        x.reason,
+        "host mx2.example.test[127.0.0.2] said: 452 4.3.1 second busy (in reply to RCPT TO command)"
+    );
+    assert_eq!((first.count(), second.count(), third.count()), (1, 1, 0));
+    assert!(!r.site_failure);
+}
+
+#[tokio::test]
+async fn a_failed_connection_after_a_4xx_keeps_the_servers_reply() {
+    let port = shared_port();
+    let first = mx_server(
+        &format!("127.0.0.1:{port}"),
+        &["451 4.7.500 Server busy"],
+        "",
+    )
+    .await;
+    // mx2 (127.0.0.2) does not listen.
+    let dns = DnsServer::start(&[
+        ("example.test", "MX", "10 mx1.example.test"),
+        ("example.test", "MX", "20 mx2.example.test"),
+        ("mx1.example.test", "A", "127.0.0.1"),
+        ("mx2.example.test", "A", "127.0.0.2"),
+    ])
+    .await;
+    let r = deliver(
+        &config("none"),
+        Some(dns.addr),
+        &format!("example.test:{port}"),
+        &["a@example.test"],
+    )
+    .await;
+    first.finish().await;
+    let x = &r.results[0];
+    assert_eq!(x.status, Status::Deferred);
+    assert!(
+        x.reason.contains("said: 451 4.7.500 Server busy"),
+        "{}",
+        x.reason
+    );
+    assert!(!r.site_failure);
+}
+
+#[tokio::test]
+async fn mailbox_throttling_is_not_sent_to_another_server() {
+    let port = shared_port();
+    let first = mx_server(
+        &format!("127.0.0.1:{port}"),
+        &["250 2.1.5 Recipient OK"],
+        "432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information. [Hostname=X]",
+    )
+    .await;
+    let second = mx_server(
+        &format!("127.0.0.2:{port}"),
+        &["250 ok"],
+        "250 2.0.0 second",
+    )
+    .await;
+    let dns = DnsServer::start(&[
+        ("example.test", "A", "127.0.0.1"),
+        ("example.test", "A", "127.0.0.2"),
+    ])
+    .await;
+    let r = deliver(
+        &config("none"),
+        Some(dns.addr),
+        &format!("[example.test]:{port}"),
+        &["a@example.test"],
+    )
+    .await;
+    first.finish().await;
+    assert_eq!(r.results[0].dsn, "4.3.2");
+    assert_eq!(second.count(), 0);
+}
+
+#[tokio::test]
+async fn smtp_tcp_port_is_the_port_of_next_hops_without_one() {
+    let port = shared_port();
+    let server = mx_server(
+        &format!("127.0.0.1:{port}"),
+        &["250 ok"],
+        "250 2.0.0 via A record",
+    )
+    .await;
+    let dns = DnsServer::start(&[("nomx.test", "A", "127.0.0.1")]).await;
+    let mut cfg = config("none");
+    cfg.smtp_tcp_port = port.to_string();
+    let r = deliver(&cfg, Some(dns.addr), "nomx.test", &["a@nomx.test"]).await;
+    server.finish().await;
+    assert_eq!(r.results[0].reason, "250 2.0.0 via A record");
+    assert_eq!(r.results[0].relay, format!("nomx.test[127.0.0.1]:{port}"));
+}
+
+/// Accepts one connection, notes the client's address and refuses it.
+async fn peer_recorder() -> (
+    SocketAddr,
+    tokio::task::JoinHandle<Option<std::net::IpAddr>>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = tokio::spawn(async move {
+        let accepted = tokio::time::timeout(Duration::from_secs(3), l.accept()).await;
+        let (mut tcp, peer) = accepted.ok()?.ok()?;
+        use tokio::io::AsyncWriteExt;
+        let _ = tcp.write_all(b"421 4.3.2 not now\r\n").await;
+        Some(peer.ip())
+    });
+    (addr, h)
+}
+
+#[tokio::test]
+async fn smtp_bind_address_is_the_source_address() {
+    let (addr, seen) = peer_recorder().await;
+    let mut cfg = config("none");
+    cfg.smtp_bind_address = "127.0.0.2".into();
+    deliver(&cfg, None, &bracket(addr), &["a@contoso.com"]).await;
+    assert_eq!(seen.await.unwrap(), Some("127.0.0.2".parse().unwrap()));
+
+    // An address this host does not have: any address, unless enforced.
+    let (addr, seen) = peer_recorder().await;
+    cfg.smtp_bind_address = "192.0.2.25".into();
+    deliver(&cfg, None, &bracket(addr), &["a@contoso.com"]).await;
+    assert_eq!(seen.await.unwrap(), Some("127.0.0.1".parse().unwrap()));
+    let (addr, seen) = peer_recorder().await;
+    cfg.smtp_bind_address_enforce = true;
+    let r = deliver(&cfg, None, &bracket(addr), &["a@contoso.com"]).await;
+    let x = &r.results[0];
+    assert_eq!((x.status, x.dsn.as_str()), (Status::Deferred, "4.4.1"));
+    assert_eq!(
+        x.reason,
+        format!(
+            "connect to 127.0.0.1[127.0.0.1]:{}: cannot bind to smtp_bind_address = 192.0.2.25: Cannot assign requested address",
+            addr.port()
+        )
+    );
+    assert_eq!(seen.await.unwrap(), None);
+}

@@ -322,7 +322,11 @@ impl crate::auth::TokenSource for FixedToken {
         _user: &'a str,
         rejected: Option<&'a proto::Secret>,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<proto::Secret, String>> + Send + 'a>,
+        Box<
+            dyn std::future::Future<Output = Result<proto::Secret, crate::auth::TokenError>>
+                + Send
+                + 'a,
+        >,
     > {
         Box::pin(async move {
             Ok(proto::Secret::new(match rejected {

@@ -76,6 +76,7 @@ pub struct TestEnv {
     bin_dir: PathBuf,
     main_cf: Vec<(String, String)>,
     master_cf: Vec<String>,
+    env: Vec<(String, String)>,
     daemon: Option<Child>,
     /// Process groups of supervisors killed with SIGKILL, whose daemons
     /// may still run.
@@ -163,6 +164,7 @@ impl TestEnv {
             bin_dir,
             main_cf,
             master_cf: BASELINE_MASTER_CF.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             daemon: None,
             orphans: Vec::new(),
         };
@@ -282,6 +284,15 @@ impl TestEnv {
         Ok(port)
     }
 
+    /// Sets an environment variable for the daemons started from now on,
+    /// e.g. `POSTERN_DNS_SERVER` (the test DNS server of [`crate::dns`]);
+    /// the test process's own environment stays untouched, so parallel
+    /// tests do not see it.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.to_string(), value.to_string()));
+    }
+
     /// Replaces master.cf with `lines`.
     ///
     /// # Errors
@@ -363,6 +374,7 @@ impl TestEnv {
             .arg(&self.etc)
             .arg("start-fg")
             .env("MAIL_CONFIG", &self.etc)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

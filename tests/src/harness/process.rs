@@ -24,7 +24,10 @@ pub fn bin_dir() -> Result<PathBuf> {
         .parent()
         .context("the test executable has no directory")?
         .to_path_buf();
-    if dir.file_name() == Some(OsStr::new("deps")) {
+    // target/<profile>/deps (tests) or target/<profile>/examples.
+    if dir.file_name() == Some(OsStr::new("deps"))
+        || dir.file_name() == Some(OsStr::new("examples"))
+    {
         dir.pop();
     }
     Ok(dir)

@@ -72,6 +72,7 @@ class Sink:
 
 class Postern:
     name = "postern"
+    extra = []
 
     def __init__(self, sink_port):
         self.dir = tempfile.mkdtemp(prefix="postern-bench-")
@@ -96,6 +97,8 @@ smtp_tls_security_level = none
 daemon_directory = {REL}
 command_directory = {REL}
 """)
+            for p in self.extra:
+                f.write(p.replace("=", " = ", 1) + "\n")
         self.smtpd_port = free_port()
         with open(os.path.join(ROOT, "conf", "etc", "master.cf")) as src:
             master = src.read()
@@ -268,7 +271,10 @@ def main():
     ap.add_argument("--workloads", default="submit,relay,smtpd",
                     help="comma-separated subset of submit, relay, smtpd")
     ap.add_argument("--only", choices=["postern", "postfix"], default=None)
+    ap.add_argument("--postern-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra main.cf line for postern (repeatable), e.g. tracking_retention_time=0")
     a = ap.parse_args()
+    Postern.extra = a.postern_param
     if os.geteuid() != 0:
         sys.exit("run as root (Postfix and the postern queue owner need it)")
     sink = Sink()

@@ -178,6 +178,47 @@ pub fn normalize(a: IpAddr) -> IpAddr {
     }
 }
 
+/// The address of a listener that must stay private unless the admin says
+/// otherwise (`metrics_listen`): empty is off; a bare port or `localhost`
+/// means 127.0.0.1; any other host must be an IP address written out, so
+/// a non-loopback address (even `0.0.0.0`) is never a default or the
+/// result of a name lookup.
+///
+/// # Errors
+/// What is allowed, in words.
+pub fn listen_address(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    use std::net::SocketAddr;
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let allowed =
+        "expected a port (127.0.0.1 is used) or IP:port, e.g. 9154, 127.0.0.1:9154 or [::1]:9154";
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("bad port \"{p}\"; {allowed}")),
+    };
+    if !v.contains(':') {
+        return Ok(Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(v)?)));
+    }
+    let (host, p) = if let Some(rest) = v.strip_prefix('[') {
+        rest.split_once("]:")
+            .ok_or_else(|| format!("missing \"]:port\"; {allowed}"))?
+    } else {
+        v.rsplit_once(':').unwrap_or((v, ""))
+    };
+    let port = port(p)?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(Some(SocketAddr::new(ip, port))),
+        Err(_) => Err(format!(
+            "\"{host}\" is not an IP address (host names and wildcards are not accepted: write the address, e.g. 127.0.0.1:{port}, or 0.0.0.0:{port} to listen on every interface); {allowed}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +279,33 @@ mod tests {
             let inside = Ipv4Addr::from((a & mask) | (host & !mask));
             prop_assert!(net.contains(IpAddr::V4(inside)));
         }
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::listen_address;
+
+    #[test]
+    fn loopback_unless_written_out() {
+        let a = |v: &str| listen_address(v).map(|o| o.map(|a| a.to_string()));
+        assert_eq!(a(""), Ok(None));
+        assert_eq!(a("9154"), Ok(Some("127.0.0.1:9154".into())));
+        assert_eq!(a("localhost:9154"), Ok(Some("127.0.0.1:9154".into())));
+        assert_eq!(a("[::1]:9154"), Ok(Some("[::1]:9154".into())));
+        assert_eq!(a("10.0.0.5:9154"), Ok(Some("10.0.0.5:9154".into())));
+        assert_eq!(a("0.0.0.0:9154"), Ok(Some("0.0.0.0:9154".into())));
+        for bad in [
+            "*:9154",
+            "all:9154",
+            "metrics.example:9154",
+            "0",
+            "70000",
+            "x",
+            "[::1]9154",
+        ] {
+            assert!(a(bad).is_err(), "{bad}");
+        }
+        assert!(a("*:9154").unwrap_err().contains("0.0.0.0:9154"));
     }
 }

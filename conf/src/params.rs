@@ -301,11 +301,23 @@ registry! {
     delay_logging_resolution_limit: i64, Int { min: 0, max: 6 }, "2",
         "Maximal number of decimals in delay= and delays= log fields.";
 
+    // --- Monitoring ---------------------------------------------------------------
+    metrics_listen: String, Text, "",
+        "Where qmgr serves Prometheus metrics over HTTP: a port (on 127.0.0.1) or IP:port; empty turns it off; a non-loopback IP only when written out.";
+
     // --- Message limits -----------------------------------------------------------
     message_size_limit: u64, Size, "10240000",
         "Largest message (headers and body, bytes) accepted; 0 means no limit.";
     hopcount_limit: i64, POSITIVE, "50",
         "Largest number of Received: headers before a message is bounced as looping.";
+
+    // --- Drop folder (pickup) -------------------------------------------------------
+    drop_directory: String, Text, "",
+        "Directory (IIS Pickup style) whose plain RFC 5322 files pickup sends as sendmail -t would, then removes; empty turns it off.";
+    drop_badmail_directory: String, Text, "${drop_directory?{$drop_directory/../badmail}}",
+        "Where pickup moves drop files it refuses, each with a <name>.reason file saying why (IIS Badmail).";
+    drop_settle_time: Duration, TIME_S, "2s",
+        "A drop file is taken only when it has not changed for this long and looked the same at two scans.";
 
     // --- Address rewriting and headers -------------------------------------------
     append_at_myorigin: bool, Bool, "yes",
@@ -408,6 +420,12 @@ registry! {
         "Sender of postmaster notices; mail to it is discarded, which ends bounce loops.";
     bounce_size_limit: i64, POSITIVE, "50000",
         "Largest amount of the original message (bytes) returned in a bounce.";
+
+    // --- Message tracking (postern log) ----------------------------------------------------
+    tracking_retention_time: Duration, TIME_D, "90d",
+        "How long the queue index keeps each accepted message and delivery attempt for postern log (0 turns tracking off).";
+    tracking_subject: bool, Bool, "no",
+        "Also record each message's Subject header for postern log.";
 
     // --- SMTP server (smtpd) ---------------------------------------------------------------
     smtpd_banner: String, Text, "$myhostname ESMTP $mail_name",
@@ -1015,6 +1033,15 @@ impl Config {
                 });
             }
         }
+        self.validate_drop_folder(&mut errors);
+        if let Err(allowed) = crate::net::listen_address(&self.metrics_listen) {
+            errors.push(Error::BadValue {
+                origin: origin("metrics_listen"),
+                name: "metrics_listen".into(),
+                value: self.metrics_listen.clone(),
+                allowed,
+            });
+        }
         if !self.relayhost.is_empty()
             && let Err(allowed) = crate::nexthop::Nexthop::parse(&self.relayhost, 25)
         {
@@ -1029,6 +1056,43 @@ impl Config {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+
+    /// The drop folder and its badmail directory are absolute and distinct
+    /// (pickup moves refused files between them by renaming).
+    fn validate_drop_folder(&self, errors: &mut Errors) {
+        if self.drop_directory.is_empty() {
+            return;
+        }
+        let origin = |n: &str| self.resolver.raw(n).map(|(_, o)| o).unwrap_or_default();
+        let bad = |name: &str, value: &str, allowed: &str| Error::BadValue {
+            origin: origin(name),
+            name: name.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        };
+        let drop = std::path::Path::new(&self.drop_directory);
+        if !drop.is_absolute() {
+            errors.push(bad(
+                "drop_directory",
+                &self.drop_directory,
+                "expected an absolute path, e.g. /srv/postern/pickup",
+            ));
+        }
+        let badmail = std::path::Path::new(&self.drop_badmail_directory);
+        if !badmail.is_absolute() {
+            errors.push(bad(
+                "drop_badmail_directory",
+                &self.drop_badmail_directory,
+                "expected an absolute path, e.g. /srv/postern/badmail",
+            ));
+        } else if badmail.components().eq(drop.components()) {
+            errors.push(bad(
+                "drop_badmail_directory",
+                &self.drop_badmail_directory,
+                "must differ from drop_directory (refused files would be picked up again)",
+            ));
         }
     }
 
@@ -1167,5 +1231,21 @@ mod tests {
         .unwrap();
         let errs = Config::build(&main, &[]).unwrap_err();
         assert_eq!(errs.0.len(), 3, "{errs}");
+    }
+
+    #[test]
+    fn drop_folder_paths() {
+        let build = |text: &str| Config::build(&MainCf::parse(text, Path::new("m")).unwrap(), &[]);
+        let off = build("").unwrap();
+        assert_eq!(off.drop_directory, "");
+        assert_eq!(off.drop_badmail_directory, "");
+        let on = build("drop_directory = /srv/mailroot/pickup\n").unwrap();
+        assert_eq!(on.drop_badmail_directory, "/srv/mailroot/pickup/../badmail");
+        assert_eq!(on.drop_settle_time, Duration::from_secs(2));
+        let errs = build("drop_directory = pickup\n").unwrap_err();
+        assert_eq!(errs.0.len(), 2, "{errs}");
+        let errs =
+            build("drop_directory = /srv/d\ndrop_badmail_directory = /srv/d/\n").unwrap_err();
+        assert!(errs.to_string().contains("must differ"), "{errs}");
     }
 }

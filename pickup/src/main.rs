@@ -5,7 +5,11 @@
 //! new queue file after cleanup. The submitting user is the file's owner,
 //! whatever the file says. A new queue file is durable before its maildrop
 //! file is removed.
+//!
+//! When `drop_directory` is set, pickup also takes plain RFC 5322 files
+//! from that directory (the IIS Pickup folder's replacement): see [`drop`].
 
+mod drop;
 mod scan;
 
 fn main() {

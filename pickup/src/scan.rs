@@ -1,5 +1,6 @@
 //! The pickup loop: scan maildrop/, process each file, wait for a wake-up
-//! (sendmail sends one) or the periodic timer.
+//! (sendmail sends one) or the periodic timer; look at the drop directory,
+//! when there is one, every second.
 
 use anyhow::Context;
 use queue::cleanup::{Cleanup, Local};
@@ -12,13 +13,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::drop::DropFolder;
 
 /// How long a malformed file may sit before it is moved to corrupt/ (a
 /// program may write maildrop files directly, without the rename).
 const GRACE: Duration = Duration::from_secs(60);
 /// Messages written per directory fsync.
 const BATCH: usize = 256;
+/// How often maildrop/ is looked at without a wake-up.
+const MAILDROP_INTERVAL: Duration = Duration::from_secs(60);
 
 pub fn run(started: Started) -> anyhow::Result<()> {
     let Started {
@@ -39,14 +44,35 @@ pub fn run(started: Started) -> anyhow::Result<()> {
     for w in &cleanup.warnings {
         log::warning(w);
     }
+    let mut drop_folder = DropFolder::new(&cfg);
+    if let Some(d) = &drop_folder {
+        crate::drop::startup_checks(d);
+    }
     let sock = wake_socket(&queue, listeners)?;
-    sock.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut buf = [0u8; 64];
+    let mut woken = true;
+    let mut last_maildrop = Instant::now();
     loop {
-        remove_stale_temp_files(&queue);
-        while scan_once(&cfg, &queue, &cleanup)? {}
-        // Wait for a wake-up or the timer; drain extra wake-ups.
-        let _ = sock.recv(&mut buf);
+        if woken || last_maildrop.elapsed() >= MAILDROP_INTERVAL {
+            remove_stale_temp_files(&queue);
+            while scan_once(&cfg, &queue, &cleanup)? {}
+            last_maildrop = Instant::now();
+        }
+        if let Some(d) = drop_folder.as_mut() {
+            while d.scan(&queue, &cleanup)? {}
+        }
+        // Wait for a wake-up or the timer: the drop directory has no
+        // wake-ups, so it is looked at every SCAN_INTERVAL.
+        let timeout = if drop_folder.is_some() {
+            crate::drop::SCAN_INTERVAL
+        } else {
+            MAILDROP_INTERVAL
+                .saturating_sub(last_maildrop.elapsed())
+                .max(Duration::from_millis(10))
+        };
+        sock.set_read_timeout(Some(timeout))?;
+        woken = sock.recv(&mut buf).is_ok();
+        // Drain extra wake-ups.
         sock.set_nonblocking(true)?;
         while sock.recv(&mut buf).is_ok() {}
         sock.set_nonblocking(false)?;
@@ -307,18 +333,10 @@ fn pick(
 
 /// Recipients must be valid addresses; a bad one gets an error route, so
 /// the sender hears about it. A bad sender is replaced by the user's name.
-fn validate_addresses(env: &mut queue::Envelope, uid: u32) {
-    let ok = |a: &str| {
-        !a.is_empty()
-            && !a.chars().any(|c| c.is_control())
-            && proto::address::Mailbox::parse(a).is_ok()
-    };
+pub(crate) fn validate_addresses(env: &mut queue::Envelope, uid: u32) {
+    let ok = crate::drop::parse::valid_address;
     if !env.sender.is_empty() && !ok(&env.sender) {
-        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| format!("uid{uid}"));
+        let name = login_name(uid).unwrap_or_else(|| format!("uid{uid}"));
         log::warning(&format!(
             "uid={uid}: bad sender address syntax \"{}\"; using {name}",
             env.sender.escape_debug()
@@ -333,6 +351,14 @@ fn validate_addresses(env: &mut queue::Envelope, uid: u32) {
             ));
         }
     }
+}
+
+/// The login name of `uid`, if it has one.
+pub(crate) fn login_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 fn to_corrupt(queue: &Queue, path: &Path, reason: &str) {

@@ -1,7 +1,11 @@
 //! `postern check`: every configuration problem at once — main.cf and
 //! master.cf syntax and values, lookup tables named by `*_maps`
 //! parameters, programs, the queue directory and its permissions, TLS and
-//! secret files. Exit status 0 when all is well, 1 otherwise.
+//! secret files, certificate expiry dates (server and client certificates:
+//! an error once expired, a warning within 30 days), and smart-host names
+//! (relayhost, the next hops of transport_maps and
+//! sender_dependent_relayhost_maps must resolve; `[ip]` needs no lookup).
+//! Exit status 0 when all is well (warnings allowed), 1 otherwise.
 
 use conf::Origin;
 use queue::layout::{Queue, QueueName};
@@ -177,6 +181,8 @@ pub fn run(dir: &Path) -> i32 {
         problems.push("smtp_sasl_auth_enable = yes but smtp_sasl_password_maps is empty".into());
     }
     oauth2_settings(&cfg, &mut problems, &mut warnings);
+    certificate_expiry(&cfg, &mc, &mut problems, &mut warnings);
+    smart_hosts(&cfg, &mc, &mut problems, &mut warnings);
     if cfg.smtp_sasl_auth_enable && cfg.smtp_tls_security_level == "none" {
         warnings.push("smtp_sasl_auth_enable = yes with smtp_tls_security_level = none: passwords would travel in clear text, and Exchange Online offers AUTH only after STARTTLS".into());
     }
@@ -304,4 +310,352 @@ fn oauth2_settings(cfg: &conf::Config, problems: &mut Vec<String>, warnings: &mu
             path.display()
         ));
     }
+}
+
+/// How many days before expiry a certificate draws a warning.
+const EXPIRY_WARNING_DAYS: i32 = 30;
+
+/// The TLS certificates postern presents: `smtpd_tls_cert_file` (main.cf
+/// and master.cf `-o` overrides) and `smtp_tls_cert_file`. Expired is an
+/// error (clients and connectors refuse it), expiring within 30 days a
+/// warning; a file that is not a PEM certificate is an error.
+fn certificate_expiry(
+    cfg: &conf::Config,
+    mc: &conf::mastercf::MasterCf,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for name in ["smtpd_tls_cert_file", "smtp_tls_cert_file"] {
+        if let Some(v) = cfg.get(name)
+            && !v.is_empty()
+        {
+            files.push((format!("{name} = {v}"), v));
+        }
+    }
+    for s in &mc.services {
+        for (n, v) in &s.overrides {
+            if n == "smtpd_tls_cert_file"
+                && !v.is_empty()
+                && cfg.get("smtpd_tls_cert_file").as_deref() != Some(v.as_str())
+            {
+                files.push((
+                    format!(
+                        "{}:{}: service {}: -o {n}={v}",
+                        mc.path.display(),
+                        s.line,
+                        s.name
+                    ),
+                    v.clone(),
+                ));
+            }
+        }
+    }
+    for (what, path) in files {
+        let pem = match std::fs::read(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                // smtp_tls_cert_file's readability is reported above.
+                if !what.starts_with("smtp_tls_cert_file") {
+                    problems.push(format!("{what}: cannot read the file: {e}"));
+                }
+                continue;
+            }
+        };
+        let cert = match openssl::x509::X509::from_pem(&pem) {
+            Ok(c) => c,
+            Err(_) => {
+                problems.push(format!("{what}: not a PEM certificate"));
+                continue;
+            }
+        };
+        let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+            continue;
+        };
+        let not_after = cert.not_after();
+        let days = now.diff(not_after).map(|d| d.days).unwrap_or(0);
+        let subject = cert
+            .subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+            .unwrap_or_else(|| "?".into());
+        if not_after < now {
+            problems.push(format!(
+                "{what}: the certificate for {subject} expired on {not_after}; install a new one"
+            ));
+        } else if days < EXPIRY_WARNING_DAYS {
+            warnings.push(format!(
+                "{what}: the certificate for {subject} expires in {days} day{} ({not_after}); renew it",
+                if days == 1 { "" } else { "s" }
+            ));
+        }
+    }
+}
+
+/// One next hop to resolve, and where it was configured.
+struct Hop {
+    /// `main.cf:7: relayhost = [smtp.office365.com]:587`, or the table line.
+    what: String,
+    nexthop: conf::nexthop::Nexthop,
+}
+
+/// Every smart host postern may connect to resolves: relayhost, the next
+/// hops of transport_maps entries whose transport is the smtp client, and
+/// the values of sender_dependent_relayhost_maps. A name that does not
+/// exist (or has no address) is an error naming it; a lookup that fails
+/// for now (no DNS server answers) a warning. `[192.0.2.1]` needs none.
+fn smart_hosts(
+    cfg: &conf::Config,
+    mc: &conf::mastercf::MasterCf,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let mut hops: Vec<Hop> = Vec::new();
+    let origin = |name: &str| {
+        cfg.resolver
+            .raw(name)
+            .map(|(_, o)| o.to_string())
+            .unwrap_or_else(|| "main.cf".into())
+    };
+    if !cfg.relayhost.is_empty() {
+        match conf::nexthop::Nexthop::parse_list(&cfg.relayhost, 25) {
+            Ok(list) => hops.extend(list.into_iter().map(|nexthop| Hop {
+                what: format!("{}: relayhost = {}", origin("relayhost"), cfg.relayhost),
+                nexthop,
+            })),
+            Err(e) => problems.push(format!("{}: relayhost: {e}", origin("relayhost"))),
+        }
+    }
+    let smtp_transport = |t: &str| {
+        let t = if t.is_empty() {
+            cfg.default_transport.as_str()
+        } else {
+            t
+        };
+        mc.services
+            .iter()
+            .any(|s| s.name == t && s.command == "smtp")
+    };
+    for spec in &cfg.transport_maps {
+        for (at, key, value) in table_entries(spec) {
+            let Some((transport, nexthop)) = value.split_once(':') else {
+                continue;
+            };
+            let nexthop = nexthop.strip_prefix("inet:").unwrap_or(nexthop);
+            if !smtp_transport(transport) || nexthop.is_empty() || nexthop.starts_with("unix:") {
+                continue;
+            }
+            push_hop(
+                &mut hops,
+                problems,
+                format!("{at}: transport_maps {key} {value}"),
+                nexthop,
+            );
+        }
+    }
+    for spec in &cfg.sender_dependent_relayhost_maps {
+        for (at, key, value) in table_entries(spec) {
+            push_hop(
+                &mut hops,
+                problems,
+                format!("{at}: sender_dependent_relayhost_maps {key} {value}"),
+                &value,
+            );
+        }
+    }
+    hops.retain(|h| h.nexthop.host.parse::<std::net::IpAddr>().is_err());
+    if hops.is_empty() {
+        return;
+    }
+    let dns = cfg.smtp_host_lookup.iter().any(|m| m == "dns");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            warnings.push(format!("cannot check smart-host names: {e}"));
+            return;
+        }
+    };
+    let results = rt.block_on(async {
+        let resolver = if dns {
+            match queue::dns::server_from_env().and_then(queue::dns::resolver) {
+                Ok(r) => Some(std::sync::Arc::new(r)),
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for (i, h) in hops.iter().enumerate() {
+            let (host, mx, port) = (h.nexthop.host.clone(), h.nexthop.mx, h.nexthop.port);
+            let resolver = resolver.clone();
+            set.spawn(async move {
+                let r = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    resolve(resolver.as_deref(), &host, mx, port),
+                )
+                .await
+                .unwrap_or(Err(Lookup::TryAgain("no answer within 10 seconds".into())));
+                (i, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(x) = r {
+                out.push(x);
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    });
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            warnings.push(format!("cannot check smart-host names: {e}"));
+            return;
+        }
+    };
+    for (i, r) in results {
+        let h = &hops[i];
+        match r {
+            Ok(()) => {}
+            Err(Lookup::NotFound(why)) => problems.push(format!(
+                "{}: smart host {} does not resolve: {why}",
+                h.what, h.nexthop.host
+            )),
+            Err(Lookup::TryAgain(why)) => warnings.push(format!(
+                "{}: cannot resolve smart host {} now: {why}",
+                h.what, h.nexthop.host
+            )),
+        }
+    }
+}
+
+fn push_hop(hops: &mut Vec<Hop>, problems: &mut Vec<String>, what: String, nexthop: &str) {
+    match conf::nexthop::Nexthop::parse(nexthop, 25) {
+        Ok(nexthop) => hops.push(Hop { what, nexthop }),
+        Err(e) => problems.push(format!("{what}: {e}")),
+    }
+}
+
+/// Why a name did not resolve.
+enum Lookup {
+    /// The name does not exist or has no address: an error.
+    NotFound(String),
+    /// The lookup failed for now: a warning.
+    TryAgain(String),
+}
+
+/// Resolves a next hop as the smtp client would: for a domain its MX
+/// records (or, without them, its own addresses), for `[host]` its
+/// addresses; through DNS, or with `smtp_host_lookup = native` through the
+/// system resolver (`resolver` is `None`).
+async fn resolve(
+    resolver: Option<&hickory_resolver::TokioResolver>,
+    host: &str,
+    mx: bool,
+    port: u16,
+) -> Result<(), Lookup> {
+    use hickory_resolver::proto::rr::RecordType;
+    let Some(resolver) = resolver else {
+        return match tokio::net::lookup_host((host, port))
+            .await
+            .map(Iterator::count)
+        {
+            Ok(0) => Err(Lookup::NotFound("host not found".into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(Lookup::NotFound(e.to_string())),
+        };
+    };
+    let name = if host.ends_with('.') {
+        host.to_string()
+    } else {
+        format!("{host}.")
+    };
+    let classify = |e: &hickory_resolver::net::NetError, rtype: &str| {
+        let text = |t: &str| format!("Name service error for name={host} type={rtype}: {t}");
+        if e.is_nx_domain() {
+            Err(Lookup::NotFound(text("Host not found")))
+        } else if e.is_no_records_found() {
+            Ok(false)
+        } else {
+            Err(Lookup::TryAgain(text("Host not found, try again")))
+        }
+    };
+    if mx {
+        match resolver.lookup(name.as_str(), RecordType::MX).await {
+            Ok(l) if !l.answers().is_empty() => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                classify(&e, "MX")?;
+            }
+        }
+    }
+    let mut found = false;
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        match resolver.lookup(name.as_str(), rtype).await {
+            Ok(l) => found |= !l.answers().is_empty(),
+            Err(e) => found |= classify(&e, if rtype == RecordType::A { "A" } else { "AAAA" })?,
+        }
+        if found {
+            return Ok(());
+        }
+    }
+    Err(Lookup::NotFound(format!(
+        "Name service error for name={host} type=A: Host found but no data record of requested type"
+    )))
+}
+
+/// The entries of a table whose entries can be listed: files in postmap
+/// format (hash, texthash, lmdb, btree, cdb, ...), `static:` and
+/// `inline:`; as (file:line, key, value). Pattern tables (regexp, pcre,
+/// cidr) are skipped: their results depend on the address.
+fn table_entries(spec: &str) -> Vec<(String, String, String)> {
+    let Some((kind, name)) = spec.split_once(':') else {
+        return Vec::new();
+    };
+    let Ok(table) = conf::tables::open(spec, &Origin::Default) else {
+        return Vec::new(); // reported with the other tables above
+    };
+    let keys: Vec<(String, String)> = match kind {
+        "hash" | "texthash" | "lmdb" | "btree" | "cdb" | "dbm" | "sdbm" => {
+            let Ok(text) = std::fs::read_to_string(name) else {
+                return Vec::new();
+            };
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    let t = l.trim_start();
+                    !t.is_empty() && !t.starts_with('#') && !l.starts_with([' ', '\t'])
+                })
+                .filter_map(|(i, l)| {
+                    let key = l.split_whitespace().next()?;
+                    Some((
+                        format!("{name}:{}", i + 1),
+                        key.trim_matches('"').to_string(),
+                    ))
+                })
+                .collect()
+        }
+        "static" => vec![(spec.to_string(), "*".to_string())],
+        "inline" => name
+            .trim()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .filter(|k| !k.is_empty())
+            .map(|k| (spec.to_string(), k))
+            .collect(),
+        _ => Vec::new(),
+    };
+    keys.into_iter()
+        .filter_map(|(at, key)| {
+            let value = table.lookup(&key.to_lowercase()).ok().flatten()?;
+            Some((at, key, value))
+        })
+        .collect()
 }

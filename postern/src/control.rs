@@ -1,5 +1,5 @@
 //! `postern [-c DIR] command`: start, start-fg, stop, reload, status,
-//! flush, check, demo, passwd, tls, oauth2.
+//! flush, check, diagnose, log, demo, passwd, tls, oauth2.
 
 use crate::master::{self, Master};
 use queue::layout::Queue;
@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: postern [-c config_dir] start | start-fg | stop | reload | status | flush | check | demo [dir] | passwd add|delete|check USER | passwd list | tls new-cert [options] | oauth2 login USER | oauth2 token [--refresh] USER";
+const USAGE: &str = "usage: postern [-c config_dir] start | start-fg | stop | reload | status [--json] | flush | check | diagnose [--from ADDR] [--to ADDR] [--send] [--json] [--relay NEXTHOP] | log [options] | demo [dir] | passwd add|delete|check USER | passwd list | tls new-cert [options] | oauth2 login USER | oauth2 token [--refresh] USER";
 
 pub fn main(args: &[String]) -> i32 {
     let (opts, rest) = match crate::getopt::parse(args, "c:v") {
@@ -53,9 +53,18 @@ pub fn main(args: &[String]) -> i32 {
             nix::sys::signal::Signal::SIGHUP,
             "refreshing the postern mail system",
         ),
-        "status" => status(&dir),
+        "status" => match rest.get(1).map(String::as_str) {
+            None => status(&dir),
+            Some("--json") if rest.len() == 2 => crate::status::json(&dir),
+            Some(_) => {
+                eprintln!("postern: fatal: usage: postern status [--json]");
+                64
+            }
+        },
         "flush" => flush(&dir),
         "check" => crate::check::run(&dir),
+        "log" => crate::track::main(&dir, &rest[1..]),
+        "diagnose" => crate::diagnose::main(&dir, &rest[1..]),
         "demo" => crate::demo::run(rest.get(1).map(PathBuf::from)),
         "passwd" => crate::passwd::main(&dir, &rest[1..]),
         "tls" => crate::tls::main(&dir, &rest[1..]),

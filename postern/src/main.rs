@@ -1,4 +1,5 @@
-//! postern: the supervisor (`postern start|start-fg|stop|reload|status|flush|check`)
+//! postern: the supervisor (`postern start|start-fg|stop|reload|status|flush|check`),
+//! message tracking (`postern log`)
 //! and Postfix's administrative commands, which are links to this program:
 //! postqueue, postsuper, postconf, postcat, postmap, postalias. Each command
 //! can also be run as `postern <command> ...`.
@@ -6,6 +7,7 @@
 mod check;
 mod control;
 mod demo;
+mod diagnose;
 mod getopt;
 mod listen;
 mod master;
@@ -16,7 +18,9 @@ mod postconf;
 mod postmap;
 mod postqueue;
 mod postsuper;
+mod status;
 mod tls;
+mod track;
 
 use std::path::Path;
 

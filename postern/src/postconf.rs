@@ -158,13 +158,26 @@ pub fn main(args: &[String]) -> i32 {
             }
         }
     } else if nondefault {
-        for e in mc.effective() {
+        // As in Postfix, a configuration directory other than the
+        // default counts as a setting (postconf -c DIR -n shows it).
+        let mut set: Vec<(String, String)> = mc
+            .effective()
+            .into_iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        if dir != std::path::Path::new(conf::DEFAULT_CONFIG_DIR)
+            && !set.iter().any(|(n, _)| n == "config_directory")
+        {
+            set.push(("config_directory".into(), dir.display().to_string()));
+            set.sort();
+        }
+        for (name, value) in set {
             let v = if expand {
-                resolver.expand_text(&e.value).unwrap_or(e.value.clone())
+                resolver.expand_text(&value).unwrap_or(value)
             } else {
-                e.value.clone()
+                value
             };
-            print(&mut out, &e.name, &v);
+            print(&mut out, &name, &v);
         }
     } else {
         let mut all: Vec<&str> = PARAMS.iter().map(|p| p.name).collect();
@@ -209,12 +222,8 @@ fn edit_main(path: &std::path::Path, items: &[String], set: bool, remove: bool) 
                 eprintln!("postconf: fatal: bad parameter name \"{n}\"");
                 return 64;
             }
-            if conf::params::param(n).is_none() {
-                eprintln!(
-                    "postconf: warning: {}: unknown parameter {n}",
-                    path.display()
-                );
-            }
+            // Like Postfix, no warning for a name postconf does not know:
+            // it may be a user-defined parameter referenced as $name.
             updates.push((n.to_string(), v.trim().to_string()));
         }
         conf::edit::set_params(&text, &updates)
@@ -250,13 +259,17 @@ fn show_master(dir: &std::path::Path, names: &[String]) -> i32 {
             return 1;
         }
     };
+    let selects = |n: &str, s: &conf::mastercf::Service| match n.split_once('/') {
+        Some((name, kind)) => s.name == name && s.kind.as_str() == kind,
+        None => s.name == n,
+    };
+    for n in names {
+        if !mc.services.iter().any(|s| selects(n, s)) {
+            eprintln!("postconf: warning: unmatched request: \"{n}\"");
+        }
+    }
     for s in &mc.services {
-        let matches = names.is_empty()
-            || names.iter().any(|n| match n.split_once('/') {
-                Some((name, kind)) => s.name == name && s.kind.as_str() == kind,
-                None => s.name == *n,
-            });
-        if matches {
+        if names.is_empty() || names.iter().any(|n| selects(n, s)) {
             println!("{}", s.render());
         }
     }

@@ -42,11 +42,18 @@ pub fn main(args: &[String], aliases: bool) -> i32 {
         } else {
             conf::tables::open(&spec, &Origin::CommandLine)
         };
+        // Like Postfix, a table file that cannot be opened is fatal.
+        if let Some(path) = source_file(&spec)
+            && let Err(e) = std::fs::File::open(path)
+        {
+            eprintln!("{prog}: fatal: open {path}: {}", strerror(&e));
+            return 1;
+        }
         let table = match opened {
             Ok(t) => t,
             Err(errs) => {
                 for e in errs {
-                    eprintln!("{prog}: warning: {e}");
+                    eprintln!("{prog}: warning: {}", postfix_style(&e));
                 }
                 if query.is_none() {
                     status = 1;
@@ -55,7 +62,7 @@ pub fn main(args: &[String], aliases: bool) -> i32 {
             }
         };
         for w in table.warnings() {
-            eprintln!("{prog}: warning: {w}");
+            eprintln!("{prog}: warning: {}", postfix_style(w));
         }
         if let Some(key) = &query {
             if key == "-" {
@@ -95,4 +102,45 @@ pub fn main(args: &[String], aliases: bool) -> i32 {
         }
     }
     status
+}
+
+/// The file behind a file-based table (`hash:/etc/postern/transport`);
+/// `None` for `inline:`, `static:` and the like.
+fn source_file(spec: &str) -> Option<&str> {
+    let (kind, name) = spec.split_once(':')?;
+    matches!(
+        kind,
+        "hash"
+            | "btree"
+            | "lmdb"
+            | "cdb"
+            | "dbm"
+            | "sdbm"
+            | "texthash"
+            | "cidr"
+            | "regexp"
+            | "pcre"
+    )
+    .then_some(name)
+}
+
+/// An I/O error as C's strerror words it (without Rust's "(os error N)").
+fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// A table problem as Postfix words its place: `FILE, line N: problem`.
+fn postfix_style(e: &conf::Error) -> String {
+    match e {
+        conf::Error::Table {
+            origin: Origin::File { path, line },
+            message,
+            ..
+        } => format!("{}, line {line}: {message}", path.display()),
+        other => other.to_string(),
+    }
 }

@@ -22,8 +22,78 @@ pub struct Entry {
     pub size: i64,
     /// Sender (empty for <>).
     pub sender: String,
-    /// Pending recipients: (original, address, reason).
-    pub rcpts: Vec<(String, String, String)>,
+    /// Pending recipients: (address, deferral reason or empty), in
+    /// showq's order (see [`showq_order`]).
+    pub rcpts: Vec<(String, String)>,
+}
+
+/// Orders recipients as Postfix's showq lists them: first those with a
+/// deferral reason, as its defer logfile has them (one delivery attempt
+/// writes its recipients together, so recipients with the same reason are
+/// adjacent; groups in the order of their first recipient in the
+/// envelope), then those without a reason, in envelope order.
+pub fn showq_order(rcpts: Vec<(String, String)>) -> Vec<(String, String)> {
+    // One reason (or none) for all: nothing to reorder (the usual case).
+    if rcpts.windows(2).all(|w| w[0].1 == w[1].1) {
+        return rcpts;
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    for (_, r) in &rcpts {
+        if !r.is_empty() && !reasons.contains(r) {
+            reasons.push(r.clone());
+        }
+    }
+    let rank = |r: &str| reasons.iter().position(|x| x == r).unwrap_or(reasons.len());
+    let mut keyed: Vec<(usize, (String, String))> =
+        rcpts.into_iter().map(|x| (rank(&x.1), x)).collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, x)| x).collect()
+}
+
+/// An address as showq prints it (Postfix's quote_822_local plus
+/// printable): the local part in double quotes when it is not a
+/// dot-atom (RFC 5322 specials, white space, empty or doubled dots), and
+/// control characters as `?`. UTF-8 is shown as is.
+pub fn external(addr: &str) -> String {
+    let mut out = String::with_capacity(addr.len() + 2);
+    push_external(&mut out, addr);
+    out
+}
+
+/// [`external`] appended to `out`.
+fn push_external(out: &mut String, addr: &str) {
+    let (local, domain) = match addr.rfind('@') {
+        Some(i) => (&addr[..i], &addr[i..]),
+        None => (addr, ""),
+    };
+    let atext =
+        |c: char| !c.is_ascii() || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|a| !a.is_empty() && a.chars().all(atext));
+    let start = out.len();
+    if dot_atom || local.is_empty() {
+        out.push_str(local);
+    } else {
+        out.push('"');
+        for c in local.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push_str(domain);
+    if out[start..].contains(|c: char| c.is_control()) {
+        let shown: String = out[start..]
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        out.truncate(start);
+        out.push_str(&shown);
+    }
 }
 
 pub fn main(args: &[String]) -> i32 {
@@ -117,7 +187,6 @@ pub fn flush(cfg: &conf::Config, trigger: &[u8]) -> i32 {
 pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
     let q = Queue::new(&cfg.queue_directory);
     let mut out = Vec::new();
-    let mut indexed = std::collections::HashSet::new();
     let path = q.index_path();
     if path.exists() {
         let ix = Index::open_ro(&path).map_err(|e| e.to_string())?;
@@ -127,7 +196,6 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
             let Some(qn) = QueueName::parse(&m.queue) else {
                 continue;
             };
-            indexed.insert(m.id.clone());
             let rs = rcpts.remove(&m.id).unwrap_or_default();
             out.push(Entry {
                 queue: qn,
@@ -135,22 +203,20 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
                 arrival: m.arrival / 1_000_000,
                 size: m.size,
                 sender: m.sender,
-                rcpts: rs
-                    .into_iter()
-                    .filter(|r| !r.done)
-                    .map(|r| {
-                        let orig = r
-                            .orcpt
-                            .as_deref()
-                            .and_then(|o| o.split_once(';').map(|(_, a)| a.to_string()))
-                            .unwrap_or_else(|| r.addr.clone());
-                        (orig, r.addr, r.reason.unwrap_or_default())
-                    })
-                    .collect(),
+                rcpts: showq_order(
+                    rs.into_iter()
+                        .filter(|r| !r.done)
+                        .map(|r| (r.addr, r.reason.unwrap_or_default()))
+                        .collect(),
+                ),
             });
         }
     }
-    // Files the queue manager has not indexed yet.
+    // Files the queue manager has not indexed yet (a sorted list rather
+    // than a hash set: no copy of 100,000 IDs, no hashing).
+    let mut indexed: Vec<&str> = out.iter().map(|e: &Entry| e.id.as_str()).collect();
+    indexed.sort_unstable();
+    let mut unindexed: Vec<Entry> = Vec::new();
     for qn in [
         QueueName::Maildrop,
         QueueName::Incoming,
@@ -170,14 +236,14 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
             Err(_) => continue,
         };
         for name in names {
-            if indexed.contains(&name) {
+            if indexed.binary_search(&name.as_str()).is_ok() {
                 continue;
             }
             let Ok(f) = QueueFile::read(&q.path(qn, &name)) else {
                 continue;
             };
             let e = &f.envelope;
-            out.push(Entry {
+            unindexed.push(Entry {
                 queue: qn,
                 id: if qn == QueueName::Maildrop {
                     name[..name.len().min(12)].to_ascii_uppercase()
@@ -195,20 +261,12 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
                     .recipients
                     .iter()
                     .filter(|r| !r.done)
-                    .map(|r| {
-                        (
-                            r.orcpt
-                                .as_deref()
-                                .and_then(|o| o.split_once(';').map(|(_, a)| a.to_string()))
-                                .unwrap_or_else(|| r.addr.clone()),
-                            r.addr.clone(),
-                            String::new(),
-                        )
-                    })
+                    .map(|r| (r.addr.clone(), String::new()))
                     .collect(),
             });
         }
     }
+    out.extend(unindexed);
     let order = |q: QueueName| match q {
         QueueName::Maildrop => 0,
         QueueName::Incoming => 1,
@@ -221,52 +279,69 @@ pub fn collect(cfg: &conf::Config) -> Result<Vec<Entry>, String> {
     Ok(out)
 }
 
+/// "%-11s %7s %-20s %s" with three empty fields: the recipients' indent.
+const RCPT_INDENT: &str = "                                         ";
+
 /// Formats the queue as `postqueue -p` (mailq) does.
 pub fn format_text(entries: &[Entry], empty_addr: &str) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(160 * entries.len() + 80);
+    write_text(&mut s, entries, empty_addr);
+    s
+}
+
+/// [`format_text`] into `s`.
+pub fn write_text(s: &mut String, entries: &[Entry], empty_addr: &str) {
+    use std::fmt::Write as _;
     let mut total: i64 = 0;
+    let mut id = String::with_capacity(16);
+    // The arrival stamp of the previous message: messages queued in the
+    // same second share it.
+    let mut stamp: (i64, String) = (i64::MIN, String::new());
     for (n, e) in entries.iter().enumerate() {
         if n == 0 {
-            s.push_str(&format!(
-                "{:<11} {:>7} {:<20} {}\n",
-                "-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"
-            ));
+            // showq_compat.c's "%-11s %7s %-20s %s" of the four headings.
+            s.push_str("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
         } else {
             s.push('\n');
         }
-        let mut id = e.id.clone();
+        id.clear();
+        id.push_str(&e.id);
         match e.queue {
             QueueName::Active => id.push('*'),
             QueueName::Hold => id.push('!'),
             _ => {}
         }
-        let stamp = queue::time::mailq_stamp(queue::time::from_micros(e.arrival * 1_000_000));
-        let sender = if e.sender.is_empty() {
-            empty_addr
+        if stamp.0 != e.arrival {
+            stamp = (
+                e.arrival,
+                queue::time::mailq_stamp(queue::time::from_micros(e.arrival * 1_000_000)),
+            );
+        }
+        // asctime()'s first 20 characters: the stamp and a space.
+        let _ = write!(s, "{:<11} {:>7} {:<19.19}  ", id, e.size, stamp.1);
+        if e.sender.is_empty() {
+            s.push_str(empty_addr);
         } else {
-            e.sender.as_str()
-        };
-        s.push_str(&format!(
-            "{:<11} {:>7} {:>20.20} {}\n",
-            id,
-            e.size,
-            format!("{stamp} "),
-            sender
-        ));
-        let mut last_reason: Option<&str> = None;
-        for (_, addr, reason) in &e.rcpts {
-            if last_reason != Some(reason.as_str()) && !(last_reason.is_none() && reason.is_empty())
-            {
+            push_external(s, &e.sender);
+        }
+        s.push('\n');
+        // Postfix prints a reason line when the reason changes, "(reason
+        // unavailable)" when a recipient without one follows one with.
+        let mut last: &str = "";
+        for (addr, reason) in &e.rcpts {
+            if reason != last {
                 let shown = if reason.is_empty() {
                     "reason unavailable"
                 } else {
                     reason.as_str()
                 };
                 let pad = 76usize.saturating_sub(shown.len());
-                s.push_str(&format!("{:pad$}({shown})\n", ""));
+                let _ = writeln!(s, "{:pad$}({shown})", "");
+                last = reason;
             }
-            last_reason = Some(reason.as_str());
-            s.push_str(&format!("{:<11} {:>7} {:<20} {}\n", "", "", "", addr));
+            s.push_str(RCPT_INDENT);
+            push_external(s, addr);
+            s.push('\n');
         }
         total += e.size;
     }
@@ -274,54 +349,84 @@ pub fn format_text(entries: &[Entry], empty_addr: &str) -> String {
         s.push_str("Mail queue is empty\n");
     } else {
         let n = entries.len();
-        s.push_str(&format!(
-            "\n-- {} Kbytes in {} Request{}.\n",
+        let _ = writeln!(
+            s,
+            "\n-- {} Kbytes in {} Request{}.",
             total / 1024,
             n,
             if n == 1 { "" } else { "s" }
-        ));
+        );
     }
+}
+
+/// A JSON string as Postfix's postqueue writes it (json_quote): `"` and
+/// `\\` escaped, control characters as `\\b \\f \\n \\r \\t` or `\\uXXXX`
+/// (upper-case hex), everything else, UTF-8 included, as is.
+fn json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Formats the queue as `postqueue -j` does: one JSON object per line, with
+/// Postfix 3.7's keys (`queue_name`, `queue_id`, `arrival_time`,
+/// `message_size`, `forced_expire`, `sender`, `recipients` with `address`
+/// and, when deferred, `delay_reason`).
+pub fn format_json(entries: &[Entry], empty_addr: &str) -> String {
+    let mut s = String::with_capacity(220 * entries.len());
+    write_json(&mut s, entries, empty_addr);
     s
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
-/// Formats the queue as `postqueue -j` does: one JSON object per line.
-pub fn format_json(entries: &[Entry], empty_addr: &str) -> String {
-    let mut s = String::new();
+/// [`format_json`] into `s`.
+pub fn write_json(s: &mut String, entries: &[Entry], empty_addr: &str) {
+    use std::fmt::Write as _;
     for e in entries {
         let sender = if e.sender.is_empty() {
-            empty_addr
+            empty_addr.to_string()
         } else {
-            e.sender.as_str()
+            external(&e.sender)
         };
-        s.push_str(&format!(
-            "{{\"queue_name\": {}, \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [",
-            json_str(e.queue.as_str()),
-            json_str(&e.id),
-            e.arrival,
-            e.size,
-            json_str(sender)
-        ));
-        for (i, (orig, addr, reason)) in e.rcpts.iter().enumerate() {
+        s.push_str("{\"queue_name\": ");
+        json_str(s, e.queue.as_str());
+        s.push_str(", \"queue_id\": ");
+        json_str(s, &e.id);
+        let _ = write!(
+            s,
+            ", \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": ",
+            e.arrival, e.size
+        );
+        json_str(s, &sender);
+        s.push_str(", \"recipients\": [");
+        for (i, (addr, reason)) in e.rcpts.iter().enumerate() {
             if i > 0 {
                 s.push_str(", ");
             }
-            s.push_str(&format!(
-                "{{\"orig_address\": {}, \"address\": {}",
-                json_str(orig),
-                json_str(addr)
-            ));
+            s.push_str("{\"address\": ");
+            json_str(s, &external(addr));
             if !reason.is_empty() {
-                s.push_str(&format!(", \"delay_reason\": {}", json_str(reason)));
+                s.push_str(", \"delay_reason\": ");
+                json_str(s, reason);
             }
             s.push('}');
         }
         s.push_str("]}\n");
     }
-    s
 }
 
 fn print_list(cfg: &conf::Config, json: bool) -> i32 {
@@ -337,6 +442,9 @@ fn print_list(cfg: &conf::Config, json: bool) -> i32 {
     } else {
         format_text(&entries, &cfg.empty_address_recipient)
     };
+    // The process exits next: freeing 100,000 entries one by one would
+    // only cost time.
+    std::mem::forget(entries);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => 0,
@@ -349,10 +457,15 @@ fn print_list(cfg: &conf::Config, json: bool) -> i32 {
 mod tests {
     use super::*;
 
+    fn r(a: &str, why: &str) -> (String, String) {
+        (a.to_string(), why.to_string())
+    }
+
     #[test]
     fn text_layout_matches_postfix() {
         // SAFETY: single-threaded test of TZ-dependent formatting.
         unsafe { std::env::set_var("TZ", "UTC") };
+        let refused = "connect to smtp.office365.com[52.98.1.2]:587: Connection refused";
         let e = vec![
             Entry {
                 queue: QueueName::Deferred,
@@ -361,16 +474,9 @@ mod tests {
                 size: 1234,
                 sender: "scan@contoso.com".into(),
                 rcpts: vec![
-                    (
-                        "bob@contoso.com".into(),
-                        "bob@contoso.com".into(),
-                        "connect to smtp.office365.com[52.98.1.2]:587: Connection refused".into(),
-                    ),
-                    (
-                        "carol@contoso.com".into(),
-                        "carol@contoso.com".into(),
-                        "connect to smtp.office365.com[52.98.1.2]:587: Connection refused".into(),
-                    ),
+                    r("bob@contoso.com", refused),
+                    r("carol@contoso.com", refused),
+                    r("dave@contoso.com", ""),
                 ],
             },
             Entry {
@@ -379,7 +485,7 @@ mod tests {
                 arrival: 1_795_325_460,
                 size: 4096,
                 sender: String::new(),
-                rcpts: vec![("x@y".into(), "x@y".into(), String::new())],
+                rcpts: vec![r("x@y", "")],
             },
         ];
         let got = format_text(&e, "MAILER-DAEMON");
@@ -389,6 +495,8 @@ mod tests {
             "            (connect to smtp.office365.com[52.98.1.2]:587: Connection refused)",
             "                                         bob@contoso.com",
             "                                         carol@contoso.com",
+            "                                                          (reason unavailable)",
+            "                                         dave@contoso.com",
             "",
             "9A0B1C2D3E*    4096 Sun Nov 22 05:31:00  MAILER-DAEMON",
             "                                         x@y",
@@ -399,7 +507,39 @@ mod tests {
         .join("\n");
         assert_eq!(got, want);
         assert_eq!(format_text(&[], "MAILER-DAEMON"), "Mail queue is empty\n");
-        let j = format_json(&e[..1], "MAILER-DAEMON");
-        assert!(j.starts_with("{\"queue_name\": \"deferred\", \"queue_id\": \"8F3A21C09B\", \"arrival_time\": 1795325400, \"message_size\": 1234, \"forced_expire\": false, \"sender\": \"scan@contoso.com\", \"recipients\": [{\"orig_address\": \"bob@contoso.com\", \"address\": \"bob@contoso.com\", \"delay_reason\": \"connect to"), "{j}");
+        let j = format_json(&e[1..], "MAILER-DAEMON");
+        assert_eq!(
+            j,
+            "{\"queue_name\": \"active\", \"queue_id\": \"9A0B1C2D3E\", \"arrival_time\": 1795325460, \"message_size\": 4096, \"forced_expire\": false, \"sender\": \"MAILER-DAEMON\", \"recipients\": [{\"address\": \"x@y\"}]}\n"
+        );
+    }
+
+    #[test]
+    fn recipients_are_grouped_by_reason_as_showq_does() {
+        let got = showq_order(vec![
+            r("a@x", "A"),
+            r("b@x", ""),
+            r("c@x", "B"),
+            r("d@x", "A"),
+        ]);
+        assert_eq!(
+            got,
+            vec![r("a@x", "A"), r("d@x", "A"), r("c@x", "B"), r("b@x", "")]
+        );
+    }
+
+    #[test]
+    fn addresses_are_quoted_and_json_escaped_as_postfix_does() {
+        assert_eq!(
+            external("john smith@example.com"),
+            "\"john smith\"@example.com"
+        );
+        assert_eq!(external("a.b@example.com"), "a.b@example.com");
+        assert_eq!(external(".a@x"), "\".a\"@x");
+        assert_eq!(external("jörg@exämple.test"), "jörg@exämple.test");
+        assert_eq!(external("say\"hi\"@x"), "\"say\\\"hi\\\"\"@x");
+        let mut s = String::new();
+        json_str(&mut s, "a\"b\\c\td\u{1}é/");
+        assert_eq!(s, "\"a\\\"b\\\\c\\td\\u0001é/\"");
     }
 }

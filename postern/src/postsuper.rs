@@ -24,7 +24,7 @@ pub fn main(args: &[String]) -> i32 {
         Ok(x) => x,
         Err(e) => {
             eprintln!("postsuper: fatal: {e}");
-            return 64;
+            return 1; // msg_fatal, as in Postfix
         }
     };
     let mut dir: Option<PathBuf> = None;
@@ -47,7 +47,7 @@ pub fn main(args: &[String]) -> i32 {
             Some(qn) if qn != QueueName::Corrupt => queues.push(qn),
             _ => {
                 eprintln!("postsuper: fatal: invalid directory name: {q}");
-                return 64;
+                return 1; // msg_fatal, as in Postfix
             }
         }
     }
@@ -71,8 +71,35 @@ pub fn main(args: &[String]) -> i32 {
     let q = Queue::new(&cfg.queue_directory);
     let mut ix = match Index::open_rw(&q.index_path()) {
         Ok(ix) => ix,
+        Err(e) if repair => {
+            // The files are the truth: set the damaged index aside and
+            // build a new one from them.
+            match set_index_aside(&q) {
+                Ok(aside) => {
+                    let text = format!(
+                        "{e}; moved to {} and rebuilding it from the queue files",
+                        aside.display()
+                    );
+                    eprintln!("postsuper: warning: {text}");
+                    queue::log::warning(&text);
+                }
+                Err(err) => {
+                    eprintln!("postsuper: fatal: {e}; cannot move it aside: {err}");
+                    return 75;
+                }
+            }
+            match Index::open_rw(&q.index_path()) {
+                Ok(ix) => ix,
+                Err(e) => {
+                    eprintln!("postsuper: fatal: {e}");
+                    return 75;
+                }
+            }
+        }
         Err(e) => {
-            eprintln!("postsuper: fatal: {e}");
+            eprintln!(
+                "postsuper: fatal: {e} (postsuper -s rebuilds the index from the queue files)"
+            );
             return 75;
         }
     };
@@ -81,7 +108,9 @@ pub fn main(args: &[String]) -> i32 {
         status = repair_queue(&q, &mut ix);
     }
     let mut counts = [0usize; 4];
+    let mut requested = [false; 4];
     for (action, arg) in &actions {
+        requested[*action as usize] = true;
         let default: &[QueueName] = match action {
             Action::Delete | Action::Requeue => &[
                 QueueName::Hold,
@@ -108,6 +137,7 @@ pub fn main(args: &[String]) -> i32 {
                     q.list(*qn)
                         .unwrap_or_default()
                         .into_iter()
+                        .filter(|n| queue::id::is_valid(n))
                         .map(move |n| (*qn, n))
                 })
                 .collect()
@@ -123,12 +153,24 @@ pub fn main(args: &[String]) -> i32 {
         } else {
             find_ids(&q, &scope, std::slice::from_ref(arg))
         };
+        // As Postfix does, name each message acted on by ID, not those
+        // of a mass operation (ALL).
+        let by_id = arg != "ALL";
         for (from, id) in ids {
-            if !queue::id::is_valid(&id) {
-                continue;
-            }
             match apply(&q, &mut ix, *action, from, &id) {
-                Ok(true) => counts[*action as usize] += 1,
+                Ok(true) => {
+                    counts[*action as usize] += 1;
+                    let done = match action {
+                        Action::Delete => "removed",
+                        Action::Hold => "placed on hold",
+                        Action::Release => "released from hold",
+                        Action::Requeue => "requeued",
+                    };
+                    // apply() has logged it.
+                    if by_id {
+                        eprintln!("postsuper: {id}: {done}");
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => {
                     eprintln!("postsuper: warning: {id}: {e}");
@@ -137,19 +179,17 @@ pub fn main(args: &[String]) -> i32 {
             }
         }
     }
-    let labels = [
-        "Deleted",
-        "Placed on hold",
-        "Released from hold",
-        "Requeued",
-    ];
-    for (i, n) in counts.iter().enumerate() {
-        if *n > 0 {
-            let line = format!(
-                "{}: {n} message{}",
-                labels[i],
-                if *n == 1 { "" } else { "s" }
-            );
+    // Postfix 3.7 reports every requested action, in this order, also
+    // when nothing matched ("Deleted: 0 messages").
+    for (action, label) in [
+        (Action::Requeue, "Requeued"),
+        (Action::Delete, "Deleted"),
+        (Action::Hold, "Placed on hold"),
+        (Action::Release, "Released from hold"),
+    ] {
+        if requested[action as usize] {
+            let n = counts[action as usize];
+            let line = format!("{label}: {n} message{}", if n == 1 { "" } else { "s" });
             eprintln!("postsuper: {line}");
             queue::log::info(&line);
         }
@@ -161,6 +201,10 @@ pub fn main(args: &[String]) -> i32 {
 fn find_ids(q: &Queue, scope: &[QueueName], wanted: &[String]) -> Vec<(QueueName, String)> {
     let mut out = Vec::new();
     for id in wanted {
+        if !queue::id::is_valid(id) {
+            eprintln!("postsuper: warning: invalid mail queue id: {id}");
+            continue;
+        }
         for qn in scope {
             if q.path(*qn, id).exists() {
                 out.push((*qn, id.clone()));
@@ -221,11 +265,62 @@ fn apply(
     }
 }
 
+/// Renames a damaged index (and its WAL and shared-memory files) to
+/// `index.sqlite.corrupt-<time>`; returns the new name.
+fn set_index_aside(q: &Queue) -> std::io::Result<PathBuf> {
+    let path = q.index_path();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    std::fs::rename(&path, &aside)?;
+    for ext in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{ext}", path.display()));
+        if side.exists() {
+            std::fs::rename(&side, format!("{}{ext}", aside.display()))?;
+        }
+    }
+    Ok(aside)
+}
+
 /// Checks every queue file; unreadable ones go to corrupt/; the index is
-/// rebuilt to match the files.
+/// rebuilt to match the files: files without a row (or with a row naming
+/// another queue) are indexed, rows without a file are dropped. Rows that
+/// match keep their delivery state. Rows are written in batches of 1,000
+/// per transaction, so a queue of 100,000 messages is indexed in seconds.
 fn repair_queue(q: &Queue, ix: &mut Index) -> i32 {
+    const BATCH: usize = 1000;
+    let known: std::collections::HashMap<String, String> = match ix.messages() {
+        Ok(rows) => rows.into_iter().map(|r| (r.id, r.queue)).collect(),
+        Err(e) => {
+            eprintln!("postsuper: fatal: {e}");
+            return 75;
+        }
+    };
     let mut status = 0;
     let mut present = std::collections::HashSet::new();
+    // Envelopes only: a batch must not hold 1,000 message contents.
+    let mut pending: Vec<(String, QueueName, queue::file::Envelope, u64)> = Vec::new();
+    let now = queue::time::micros(std::time::SystemTime::now());
+    let flush =
+        |ix: &mut Index, pending: &mut Vec<(String, QueueName, queue::file::Envelope, u64)>| {
+            let r = ix.batch(|b| {
+                for (name, qn, env, size) in pending.iter() {
+                    b.insert(name, *qn, env, *size, None)?;
+                    if *qn == QueueName::Deferred {
+                        b.set_deferred(name, now, 0, "index rebuilt by postsuper -s")?;
+                    }
+                }
+                Ok(())
+            });
+            pending.clear();
+            if let Err(e) = r {
+                eprintln!("postsuper: warning: {e}");
+                return 1;
+            }
+            0
+        };
     for qn in [
         QueueName::Incoming,
         QueueName::Active,
@@ -240,24 +335,11 @@ fn repair_queue(q: &Queue, ix: &mut Index) -> i32 {
                     if qn == QueueName::Incoming {
                         continue; // qmgr indexes new mail itself
                     }
-                    let known = ix.message(&name).ok().flatten();
-                    if known.as_ref().map(|r| r.queue.as_str()) != Some(qn.as_str()) {
+                    if known.get(&name).map(String::as_str) != Some(qn.as_str()) {
                         let size = (f.content_end - f.content_start) as u64;
-                        let r = ix.batch(|b| {
-                            b.insert(&name, qn, &f.envelope, size, None)?;
-                            if qn == QueueName::Deferred {
-                                b.set_deferred(
-                                    &name,
-                                    queue::time::micros(std::time::SystemTime::now()),
-                                    0,
-                                    "index rebuilt by postsuper -s",
-                                )?;
-                            }
-                            Ok(())
-                        });
-                        if let Err(e) = r {
-                            eprintln!("postsuper: warning: {name}: {e}");
-                            status = 1;
+                        pending.push((name, qn, f.envelope, size));
+                        if pending.len() >= BATCH {
+                            status |= flush(ix, &mut pending);
                         }
                     }
                 }
@@ -277,15 +359,22 @@ fn repair_queue(q: &Queue, ix: &mut Index) -> i32 {
             }
         }
     }
-    if let Ok(rows) = ix.messages() {
-        for r in rows {
-            if !present.contains(&r.id) {
-                let _ = ix.batch(|b| b.delete(&r.id));
-                eprintln!(
-                    "postsuper: warning: {}: index entry without queue file removed",
-                    r.id
-                );
+    if !pending.is_empty() {
+        status |= flush(ix, &mut pending);
+    }
+    let gone: Vec<&String> = known.keys().filter(|id| !present.contains(*id)).collect();
+    for chunk in gone.chunks(BATCH) {
+        if let Err(e) = ix.batch(|b| {
+            for id in chunk {
+                b.delete(id)?;
             }
+            Ok(())
+        }) {
+            eprintln!("postsuper: warning: {e}");
+            status = 1;
+        }
+        for id in chunk {
+            eprintln!("postsuper: warning: {id}: index entry without queue file removed");
         }
     }
     status

@@ -421,6 +421,51 @@ impl Account {
     }
 }
 
+/// What an account has used of its limits at one moment (`postern status`,
+/// the metrics); read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// Deliveries counting in the rate window (in flight ones included).
+    pub rate_used: u64,
+    /// Recipients counting in the rolling budget window.
+    pub recipients_used: u64,
+    /// Deliveries in progress.
+    pub in_flight: usize,
+    /// Simultaneous deliveries allowed now (lowered after throttling; 0:
+    /// no limit).
+    pub concurrency: usize,
+    /// Paused after a throttling reply until then.
+    pub paused_until: Option<SystemTime>,
+    /// The hold in force, if any.
+    pub hold: Option<Hold>,
+}
+
+impl Account {
+    /// The account's use of its limits at `now` (nothing is changed).
+    pub fn usage(&self, now: SystemTime) -> Usage {
+        let rate_used = if self.limits.rate.unlimited() {
+            self.in_window(now, Duration::ZERO).count() as u64
+        } else {
+            self.in_window(now, self.limits.rate.per).count() as u64
+        };
+        let recipients_used = if self.limits.recipients.unlimited() {
+            0
+        } else {
+            self.in_window(now, self.limits.recipients.per)
+                .map(|e| e.rcpts)
+                .sum()
+        };
+        Usage {
+            rate_used,
+            recipients_used,
+            in_flight: self.in_flight,
+            concurrency: self.conc,
+            paused_until: self.paused_until.filter(|p| *p > now),
+            hold: self.hold.clone().filter(|h| h.until > now || h.probing),
+        }
+    }
+}
+
 /// Up to `max` of pseudo-random delay (from the clock; spreads retries).
 fn jitter(max: Duration) -> Duration {
     let nanos = SystemTime::now()
@@ -592,6 +637,25 @@ mod tests {
         let mut r = Account::new("dest:smtp:[mx.example.com]", limits((0, 1), 3, (0, 1)), &[]);
         r.start(1, t(0), 1);
         assert_eq!(r.gate(t(0), 1), Gate::Go);
+    }
+
+    #[test]
+    fn usage_reports_the_windows_without_changing_them() {
+        let mut a = proven(Account::new("a", limits((30, 60), 3, (100, 3600)), &[]));
+        a.start(1, t(0), 5);
+        a.finish(1, t(1), 4);
+        a.start(2, t(2), 3);
+        let u = a.usage(t(10));
+        assert_eq!((u.rate_used, u.recipients_used, u.in_flight), (2, 7, 1));
+        assert_eq!(u.concurrency, 3);
+        assert!(u.hold.is_none() && u.paused_until.is_none());
+        // The finished delivery leaves the rate window, not the budget's.
+        a.finish(2, t(3), 3);
+        let u = a.usage(t(62));
+        assert_eq!((u.rate_used, u.recipients_used, u.in_flight), (1, 7, 0));
+        a.hold(t(70), "535 5.7.139 ...");
+        assert!(a.usage(t(71)).hold.is_some());
+        assert!(a.usage(t(70 + 601)).hold.is_none(), "over, until a probe");
     }
 
     proptest! {

@@ -8,9 +8,11 @@ mod accounts;
 mod agents;
 mod bounce;
 mod manager;
-mod route;
+mod metrics;
+use queue::route;
 mod scan;
 mod schedule;
+mod track;
 mod transports;
 
 use manager::Manager;
@@ -27,7 +29,8 @@ const INCOMING_SCAN: Duration = Duration::from_secs(5);
 const STOP_GRACE: Duration = Duration::from_secs(8);
 
 fn main() {
-    let started = queue::service::start("qmgr");
+    // The metrics endpoint is bound while qmgr may still be root.
+    let (started, metrics_listener) = queue::service::start_with("qmgr", metrics::bind);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -35,7 +38,7 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => log::fatal(1, &format!("cannot start the event loop: {e}")),
     };
-    if let Err(e) = rt.block_on(run(started)) {
+    if let Err(e) = rt.block_on(run(started, metrics_listener)) {
         log::fatal(1, &format!("{e:#}"));
     }
 }
@@ -63,7 +66,10 @@ fn open_index(queue: &queue::Queue) -> anyhow::Result<Index> {
     }
 }
 
-async fn run(started: queue::service::Started) -> anyhow::Result<()> {
+async fn run(
+    started: queue::service::Started,
+    metrics_listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     let queue::service::Started {
         cfg,
         queue,
@@ -140,6 +146,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         ledger_rows,
         next_ticket,
         account_timer: None,
+        metrics: metrics::Metrics::new(&queue_for_recycler, metrics_listener),
     };
     m.ops.push(manager::Op::LedgerPrune {
         before: ledger_since,
@@ -155,6 +162,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
     let mut next_full_scan = Instant::now() + m.cfg.queue_run_delay;
     let mut buf = [0u8; 256];
     let mut stopping: Option<Instant> = None;
+    let scrape = m.metrics.wanted();
     loop {
         let now = Instant::now();
         if let Some(deadline) = stopping {
@@ -188,6 +196,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
         m.run_due();
         m.dispatch();
         m.commit();
+        metrics::refresh(&mut m);
         let mut deadline = next_incoming.min(next_full_scan);
         if let Some(t) = m.next_due() {
             deadline = deadline.min(t);
@@ -217,6 +226,7 @@ async fn run(started: queue::service::Started) -> anyhow::Result<()> {
                 m.commit();
                 stopping = Some(Instant::now() + STOP_GRACE);
             }
+            _ = scrape.notified() => {}
         }
     }
 }
@@ -249,6 +259,7 @@ fn handle_trigger(m: &mut Manager, msg: &[u8], next_incoming: &mut Instant) {
         queue::wake::FLUSH => m.flush_site(&arg),
         b'Q' => m.flush_one(&arg),
         queue::wake::SCAN_DEFERRED => m.run_due(),
+        queue::wake::STATUS => m.metrics.request(&arg),
         queue::wake::RESCAN => {
             m.rescan();
             *next_incoming = Instant::now();

@@ -4,13 +4,13 @@
 
 use crate::agents::{AgentConn, Event};
 use crate::bounce::{self, Addressing, Failure, Kind, Original};
-use crate::route::{Route, Router};
 use crate::schedule::{DestKey, Destination};
 use conf::Config;
 use queue::file::{Envelope, QueueFile};
 use queue::index::Index;
 use queue::layout::{Queue, QueueName};
 use queue::log::{self, Delays, DeliveryLine};
+use queue::route::{Route, Router};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -56,6 +56,8 @@ pub enum Op {
     },
     /// Ledger entries older than this (microseconds) are no longer needed.
     LedgerPrune { before: i64 },
+    /// Message tracking (see `track`).
+    Track(queue::index::track::TrackOp),
 }
 
 /// A recipient's outcome in the current attempt.
@@ -90,6 +92,8 @@ pub struct Msg {
     pub newly_done: Vec<usize>,
     /// Not to be retried before this (a held account or route).
     pub not_before: Option<SystemTime>,
+    /// What the agents reported this attempt, by recipient (tracking).
+    pub reported: HashMap<usize, crate::track::Reported>,
 }
 
 /// A request in flight: message, destination, recipient indices, and its
@@ -150,6 +154,9 @@ pub struct Manager {
     pub next_ticket: i64,
     /// Earliest time an account waiting for its window can go again.
     pub account_timer: Option<SystemTime>,
+    /// Counters and snapshots for `postern status --json` and the metrics
+    /// endpoint.
+    pub metrics: crate::metrics::Metrics,
 }
 
 fn now_us() -> i64 {
@@ -187,6 +194,7 @@ impl Manager {
                     Op::Delete { id } => b.delete(id)?,
                     Op::LedgerPut { account, row } => b.ledger_put(account, *row)?,
                     Op::LedgerPrune { before } => b.ledger_prune(*before)?,
+                    Op::Track(t) => b.track(t)?,
                 }
             }
             Ok(())
@@ -218,6 +226,7 @@ impl Manager {
             return;
         }
         let size = (qf.content_end - qf.content_start) as u64;
+        self.track_accepted(id, &qf);
         let (attempts, warned) = self.deferred_meta.remove(id).unwrap_or((0, false));
         self.due_remove(id);
         if from == QueueName::Incoming {
@@ -253,6 +262,7 @@ impl Manager {
             warned,
             newly_done: Vec::new(),
             not_before: None,
+            reported: HashMap::new(),
         };
         self.msgs.insert(id.to_string(), msg);
         self.route(id);
@@ -328,6 +338,7 @@ impl Manager {
         // Outcomes decided here are logged as Postfix's error/discard agents do.
         let activated = self.msgs.get(id).map(|m| m.activated);
         for (idx, outcome, dsn, text) in immediate {
+            self.track_local(id, idx, &dsn, &text);
             let Some(msg) = self.msgs.get_mut(id) else {
                 return;
             };
@@ -365,6 +376,7 @@ impl Manager {
                 }
                 o => o,
             };
+            self.metrics.count(&outcome);
             msg.outcomes.insert(idx, outcome);
         }
         let mut jobs = 0;
@@ -403,6 +415,7 @@ impl Manager {
         let Some(msg) = self.msgs.get_mut(id) else {
             return;
         };
+        self.metrics.count(&outcome);
         match &outcome {
             Outcome::Sent | Outcome::Bounced(_) => {}
             Outcome::Deferred(f) => self.ops.push(Op::RcptReason {
@@ -457,6 +470,11 @@ impl Manager {
             }
         }
         let expired = !deferred.is_empty() && (lifetime.is_zero() || age >= lifetime);
+        let expired_idxs: Vec<usize> = if expired {
+            deferred.iter().map(|(i, _)| *i).collect()
+        } else {
+            Vec::new()
+        };
         if expired {
             log::info(&format!(
                 "{id}: from=<{}>, status=expired, returned to sender",
@@ -500,6 +518,7 @@ impl Manager {
                 }
             }
         }
+        self.track_attempt(&msg, &sent, &bounced, &deferred, &expired_idxs);
         for (idx, _) in &bounced {
             sent.push(*idx);
         }
@@ -778,7 +797,7 @@ impl Manager {
             };
             if rows
                 .iter()
-                .any(|r| !r.done && crate::route::rcpt_domain(&r.addr).eq_ignore_ascii_case(&site))
+                .any(|r| !r.done && queue::route::rcpt_domain(&r.addr).eq_ignore_ascii_case(&site))
             {
                 self.due_insert(&id, now);
                 self.ops.push(Op::NextAttempt { id, next: now });

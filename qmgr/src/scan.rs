@@ -160,6 +160,7 @@ impl Manager {
         self.ops.push(crate::manager::Op::LedgerPrune {
             before: now - crate::accounts::LEDGER_KEEP.as_micros() as i64,
         });
+        self.track_prune();
         let deferred: std::collections::HashSet<String> = self
             .queue
             .list(QueueName::Deferred)

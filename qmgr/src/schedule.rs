@@ -516,6 +516,7 @@ impl Manager {
             if !rcpts.contains(&r.idx) {
                 continue;
             }
+            self.track_reported(&msg_id, r);
             let outcome = match r.status {
                 Status::Sent => {
                     any_sent = true;

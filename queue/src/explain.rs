@@ -37,6 +37,9 @@ struct Entry {
     help: &'static str,
 }
 
+/// OFFICE365.md §5 gives `5.7.67`, the fake's 421 carries `4.7.67`.
+const LEGACY_TLS: &str = "TLS 1.0/1.1 was negotiated with the legacy endpoint (smtp-legacy.office365.com), but the tenant has not opted in (AllowLegacyTLSClients). Use TLS 1.2 or newer with smtp.office365.com (smtp_tls_mandatory_protocols = >=TLSv1.2).";
+
 const TABLE: &[Entry] = &[
     Entry {
         dsn: "5.7.139",
@@ -229,6 +232,18 @@ const TABLE: &[Entry] = &[
         contains: "",
         treatment: Treatment::Normal,
         help: "TLS 1.0/1.1 was negotiated; Exchange Online requires TLS 1.2 or newer. Keep smtp_tls_mandatory_protocols = >=TLSv1.2.",
+    },
+    Entry {
+        dsn: "4.7.67",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: LEGACY_TLS,
+    },
+    Entry {
+        dsn: "5.7.67",
+        contains: "",
+        treatment: Treatment::Normal,
+        help: LEGACY_TLS,
     },
     Entry {
         dsn: "5.7.4",
@@ -430,6 +445,11 @@ mod tests {
             explain("432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded")
                 .unwrap()
                 .contains("smtp_account_concurrency_limit")
+        );
+        assert!(
+            explain("421 4.7.67 TLS 1.0 and 1.1 are not supported by your organization")
+                .unwrap()
+                .contains("AllowLegacyTLSClients")
         );
         assert!(explain("250 2.0.0 OK").is_none());
         assert!(explain("garbage").is_none());

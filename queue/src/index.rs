@@ -5,17 +5,27 @@
 //! see consistent snapshots. The files are the truth: the index can always be
 //! rebuilt from them (`postsuper -s`), and qmgr reconciles it at start.
 //!
+//! The tracking tables (every accepted message and delivery attempt, kept
+//! for `tracking_retention_time`) are in [`track`].
+//!
+//! The file is created mode 0600 (its journal files take the same mode):
+//! it names senders and recipients, so only `mail_owner` and root read it.
+//!
 //! Commits use `synchronous=NORMAL`: a power loss can lose the last commits
 //! but never corrupts the index, and what it loses only makes a message due
 //! again sooner (at-least-once), never loses one.
 
+mod stats;
+pub mod track;
+
 use crate::file::Envelope;
 use crate::layout::QueueName;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+pub use stats::MessageKey;
 use std::path::Path;
 
-/// Schema version stored in `meta`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `meta` (2: the tracking tables).
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -156,6 +166,7 @@ impl Index {
                 source,
             }
         };
+        restrict_mode(path);
         let conn = Connection::open(path).map_err(mk("open"))?;
         conn.pragma_update(None, "busy_timeout", 10000)
             .map_err(mk("busy timeout"))?;
@@ -164,8 +175,10 @@ impl Index {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(mk("set synchronous"))?;
         conn.execute_batch(SCHEMA).map_err(mk("create schema"))?;
+        conn.execute_batch(track::SCHEMA)
+            .map_err(mk("create the tracking tables"))?;
         conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?1)",
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?1)",
             params![SCHEMA_VERSION.to_string()],
         )
         .map_err(mk("write schema version"))?;
@@ -340,6 +353,29 @@ impl Index {
             map.entry(id).or_default().push(row);
         }
         Ok(map)
+    }
+}
+
+/// Makes the index and its journal files mode 0600, creating an empty
+/// index file that way when there is none (SQLite would create it with the
+/// umask's mode, usually world-readable). Failures are left to the open
+/// that follows.
+fn restrict_mode(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(meta) = std::fs::metadata(&p)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
     }
 }
 

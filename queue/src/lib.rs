@@ -22,6 +22,7 @@ pub mod index;
 pub mod layout;
 pub mod log;
 pub mod oauth2;
+pub mod route;
 pub mod service;
 pub mod spare;
 pub mod time;

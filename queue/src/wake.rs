@@ -13,6 +13,12 @@ pub const FLUSH: u8 = b'F';
 pub const SCAN_DEFERRED: u8 = b'D';
 /// Re-read the queue and index (after postsuper changed them).
 pub const RESCAN: u8 = b'R';
+/// Write the status file now (`postern status --json`); the rest of the
+/// datagram is a token the file then carries, so the caller knows it is
+/// the answer to its own request.
+pub const STATUS: u8 = b'S';
+/// The status file qmgr writes in `pid/` (JSON, mode 0600).
+pub const STATUS_FILE: &str = "qmgr.status.json";
 
 /// Sends `trigger` to the service's public socket. Returns false when no
 /// daemon listens (it will find the mail on its next scan or start).

@@ -126,15 +126,30 @@ fn exec_tool(cfg: &conf::Config, dir: &Path, tool: &str, args: &[&str]) -> ! {
     );
 }
 
-/// newaliases: checks every alias_database table and reports problems.
+/// newaliases: checks every alias_database table and reports problems,
+/// placed as Postfix's postalias places them (`FILE, line N: ...`). Unlike
+/// Postfix, which skips a malformed line, postern does not use an alias
+/// file with one, so that is an error (exit status 1).
 fn newaliases(cfg: &conf::Config) -> i32 {
+    let place = |e: &conf::Error| match e {
+        conf::Error::Table {
+            origin: conf::Origin::File { path, line },
+            message,
+            ..
+        } => format!("{}, line {line}: {message}", path.display()),
+        other => other.to_string(),
+    };
     let mut status = 0;
     for spec in &cfg.alias_database {
         match conf::tables::open_aliases(spec, &conf::Origin::Default) {
-            Ok(_) => {}
+            Ok(t) => {
+                for w in t.warnings() {
+                    queue::log::warning(&place(w));
+                }
+            }
             Err(errs) => {
                 for e in errs {
-                    queue::log::log(queue::log::Level::Error, &e.to_string());
+                    queue::log::log(queue::log::Level::Error, &place(&e));
                 }
                 status = 1;
             }

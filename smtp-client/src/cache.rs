@@ -111,6 +111,7 @@ impl Cache {
 
     /// Number of idle sessions.
     #[cfg(test)]
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.idle
             .lock()

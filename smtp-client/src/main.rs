@@ -5,37 +5,10 @@
 //! for the `maildir` transport, logs Postfix's delivery lines and returns a
 //! result per recipient.
 //!
-//! Modules: [`server`] (qmgr connections), [`delivery`] (one request),
-//! [`resolve`] and [`connect`] (finding and reaching servers), [`session`]
-//! (greeting, EHLO, TLS, AUTH), [`tls`], [`auth`], [`transaction`] (MAIL,
-//! RCPT, DATA), [`chat`] (I/O with time limits), [`outcome`] (results and
-//! reason texts), [`cache`] (idle sessions), [`maildir`], [`settings`].
-//!
-//! Environment: `POSTERN_DNS_SERVER=ip:port` sends all DNS queries to that
-//! server instead of the resolv.conf ones (for tests; see [`resolve`]).
-
-mod auth;
-mod cache;
-mod chat;
-mod connect;
-mod delivery;
-mod maildir;
-mod oauth;
-mod outcome;
-mod resolve;
-mod rewrite;
-mod server;
-mod session;
-mod settings;
-mod tls;
-mod transaction;
-
-#[cfg(test)]
-mod testkit;
-#[cfg(test)]
-mod tests;
+//! The program is a thin main over the [`smtp_client`] library.
 
 use queue::log;
+use smtp_client::{delivery, server, settings, tls};
 use std::sync::Arc;
 
 fn main() {

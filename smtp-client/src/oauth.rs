@@ -19,11 +19,17 @@ pub struct OAuthTokens {
     cache: Arc<TokenCache>,
 }
 
+/// True when OAuth2 is configured at all: a token endpoint in main.cf or
+/// per-account settings (XOAUTH2 is offered to servers only then).
+pub fn configured(cfg: &conf::Config) -> bool {
+    !cfg.smtp_oauth2_token_endpoint.is_empty() || !cfg.smtp_oauth2_account_maps.is_empty()
+}
+
 impl OAuthTokens {
-    /// The token source, when OAuth2 is configured at all (an endpoint in
-    /// main.cf or per-account settings); `Err` when its tables do not open.
+    /// The token source, when OAuth2 is [`configured`]; `Err` when its
+    /// tables do not open.
     pub fn from_config(cfg: &conf::Config) -> Option<Result<OAuthTokens, String>> {
-        if cfg.smtp_oauth2_token_endpoint.is_empty() && cfg.smtp_oauth2_account_maps.is_empty() {
+        if !configured(cfg) {
             return None;
         }
         Some(

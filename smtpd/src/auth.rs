@@ -191,8 +191,15 @@ pub async fn auth(s: &mut Session, mechanism: &str, initial: Option<String>) -> 
         s.reply(235, "2.7.0", "Authentication successful");
     } else {
         s.shared.failures.record_failure(s.peer.addr);
+        // Postfix 3.7's smtpd_sasl_glue.c: the name the client tried, or
+        // "(unavailable)"; at most 100 characters, non-printables as '?'.
+        let tried = creds
+            .as_ref()
+            .map(|(u, _)| printable(u, 100))
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "(unavailable)".into());
         log::warning(&format!(
-            "{}: SASL {mech} authentication failed: authentication failure",
+            "{}: SASL {mech} authentication failed: authentication failure, sasl_username={tried}",
             s.peer.namaddr()
         ));
         fail(
@@ -204,4 +211,19 @@ pub async fn auth(s: &mut Session, mechanism: &str, initial: Option<String>) -> 
         s.error().await?;
     }
     Ok(Next::Continue)
+}
+
+/// Postfix's printable(): control and non-ASCII characters become `?`;
+/// at most `max` characters (`%.100s`).
+fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }

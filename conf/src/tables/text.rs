@@ -156,14 +156,8 @@ pub(crate) fn insert_first(
 ) {
     match map.entry(key) {
         Entry::Occupied(o) => {
-            let first = first_line.get(o.key()).copied().unwrap_or(0);
-            warnings.push(src.err(
-                line,
-                format!(
-                    "duplicate entry \"{}\"; the first one (line {first}) is used",
-                    o.key()
-                ),
-            ));
+            // Postfix's wording; as in postmap, the first entry is used.
+            warnings.push(src.err(line, format!("duplicate entry: \"{}\"", o.key())));
         }
         Entry::Vacant(v) => {
             first_line.insert(v.key().clone(), line);
@@ -327,7 +321,7 @@ mod tests {
         assert_eq!(t.lookup("nope").unwrap(), None);
         let w: Vec<String> = t.warnings().iter().map(|e| e.to_string()).collect();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("/etc/postern/transport:3: table hash:/etc/postern/transport: duplicate entry \"example.com\"; the first one (line 2)"), "{w:?}");
+        assert!(w[0].starts_with("/etc/postern/transport:3: table hash:/etc/postern/transport: duplicate entry: \"example.com\""), "{w:?}");
         assert!(
             w[1].contains(":4: ") && w[1].contains("alias file"),
             "{w:?}"

@@ -176,7 +176,7 @@ impl Router {
 
 /// The domain of an address (empty when it has none).
 pub fn rcpt_domain(addr: &str) -> &str {
-    queue::cleanup::split_addr(addr).1.unwrap_or("")
+    crate::cleanup::split_addr(addr).1.unwrap_or("")
 }
 
 /// Parses `transport:nexthop` for the special transports and agents.

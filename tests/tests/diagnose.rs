@@ -13,14 +13,14 @@
 use postern_tests::fake::{
     Action, FakeConfig, FakeSmartHost, FakeTokenEndpoint, Phase, TlsVersion, TokenConfig, replies,
 };
-use postern_tests::harness::{Output, TEST_PASSWORD, TEST_USER, TestEnv, re};
+use postern_tests::harness::{
+    OAUTH2_APP as APP, OAUTH2_SECRET as SECRET, OAUTH2_TENANT as TENANT, Output, TEST_PASSWORD,
+    TEST_USER, TestEnv, re,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-const TENANT: &str = "11111111-2222-3333-4444-555555555555";
-const APP: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-const SECRET: &str = "s3cr3t~Q8.client-secret-value_0123456789";
 const RCPT: &str = "bob@contoso.test";
 
 /// postern configured for the fake Exchange Online as `use_relayhost`
@@ -569,39 +569,9 @@ fn xoauth2(
     params: &[(&str, &str)],
 ) -> (TestEnv, FakeSmartHost, FakeTokenEndpoint) {
     let ep = FakeTokenEndpoint::spawn(tokens).unwrap();
-    ep.register_app(APP, SECRET);
     let mut env = TestEnv::new().unwrap();
-    let fake = FakeSmartHost::spawn(
-        FakeConfig::office365(&env.pki.server)
-            .accept_tokens_from(&ep)
-            .service_principal(APP),
-    )
-    .unwrap();
-    env.use_relayhost(&fake).unwrap();
-    let sasl = env
-        .write_secret(
-            "sasl_passwd",
-            &format!("{} {TEST_USER}:xoauth2\n", fake.relayhost_name()),
-        )
-        .unwrap();
-    let secret = env
-        .write_secret("oauth2_secret", &format!("{SECRET}\n"))
-        .unwrap();
-    env.set_many(&[
-        (
-            "smtp_sasl_password_maps",
-            &format!("texthash:{}", sasl.display()),
-        ),
-        ("smtp_sasl_mechanism_filter", "xoauth2"),
-        ("smtp_oauth2_token_endpoint", &ep.url(TENANT)),
-        ("smtp_oauth2_client_id", APP),
-        (
-            "smtp_oauth2_client_secret_file",
-            &secret.display().to_string(),
-        ),
-        ("smtp_oauth2_timeout", "5s"),
-    ])
-    .unwrap();
+    let fake = env.office365_xoauth2_fake(&ep).unwrap();
+    env.set("smtp_oauth2_timeout", "5s").unwrap();
     env.set_many(params).unwrap();
     (env, fake, ep)
 }

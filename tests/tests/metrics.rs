@@ -6,15 +6,14 @@
 //! cached token's expiry (never the token).
 
 use postern_tests::fake::replies::CONCURRENCY;
-use postern_tests::fake::{Action, FakeConfig, FakeSmartHost, FakeTokenEndpoint, TokenConfig};
-use postern_tests::harness::{LogMark, TEST_USER, TestEnv, free_port, re};
+use postern_tests::fake::{Action, FakeSmartHost, FakeTokenEndpoint, TokenConfig};
+use postern_tests::harness::{
+    LogMark, OAUTH2_APP as APP, OAUTH2_SECRET as SECRET, TEST_USER, TestEnv, free_port, re,
+};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
-const TENANT: &str = "11111111-2222-3333-4444-555555555555";
-const APP: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-const SECRET: &str = "s3cr3t~Q8.client-secret-value_0123456789";
 const MAILBOX: &str = TEST_USER;
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,36 +21,9 @@ const WAIT: Duration = Duration::from_secs(30);
 /// off); one delivery attempt per message during the test.
 fn setup(metrics: bool) -> (TestEnv, FakeSmartHost, FakeTokenEndpoint, Option<u16>) {
     let ep = FakeTokenEndpoint::spawn(TokenConfig::for_tests(Duration::from_secs(3599))).unwrap();
-    ep.register_app(APP, SECRET);
     let mut env = TestEnv::new().unwrap();
-    let fake = FakeSmartHost::spawn(
-        FakeConfig::office365(&env.pki.server)
-            .accept_tokens_from(&ep)
-            .service_principal(APP),
-    )
-    .unwrap();
-    env.use_relayhost(&fake).unwrap();
-    let sasl = env
-        .write_secret(
-            "sasl_passwd",
-            &format!("{} {MAILBOX}:xoauth2\n", fake.relayhost_name()),
-        )
-        .unwrap();
-    let secret = env
-        .write_secret("oauth2_secret", &format!("{SECRET}\n"))
-        .unwrap();
+    let fake = env.office365_xoauth2_fake(&ep).unwrap();
     env.set_many(&[
-        (
-            "smtp_sasl_password_maps",
-            &format!("texthash:{}", sasl.display()),
-        ),
-        ("smtp_sasl_mechanism_filter", "xoauth2"),
-        ("smtp_oauth2_token_endpoint", &ep.url(TENANT)),
-        ("smtp_oauth2_client_id", APP),
-        (
-            "smtp_oauth2_client_secret_file",
-            &secret.display().to_string(),
-        ),
         ("minimal_backoff_time", "1h"),
         ("maximal_backoff_time", "2h"),
         ("queue_run_delay", "1h"),

@@ -32,7 +32,7 @@ pub use owner::{Owner, mail_owner, running_as_root};
 pub use process::{Output, bin_dir, binary, binary_for, command};
 
 use crate::ca::TestPki;
-use crate::fake::{FakeConfig, FakeSmartHost};
+use crate::fake::{FakeConfig, FakeSmartHost, FakeTokenEndpoint};
 
 /// How long `start()` waits for the daemons.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +45,13 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const TEST_USER: &str = "scanner@contoso.test";
 /// Its password.
 pub const TEST_PASSWORD: &str = "Scanner-Pa55word";
+
+/// The Entra ID tenant of [`TestEnv::office365_xoauth2_fake`].
+pub const OAUTH2_TENANT: &str = "11111111-2222-3333-4444-555555555555";
+/// Its application (client) ID.
+pub const OAUTH2_APP: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+/// Its client secret.
+pub const OAUTH2_SECRET: &str = "s3cr3t~Q8.client-secret-value_0123456789";
 
 /// The daemons the baseline master.cf runs (besides the supervisor).
 pub const DAEMONS: &[&str] = &["pickup", "qmgr", "smtp"];
@@ -182,6 +189,43 @@ impl TestEnv {
         let cfg = FakeConfig::office365(&self.pki.server).user(TEST_USER, TEST_PASSWORD);
         let fake = FakeSmartHost::spawn(cfg)?;
         self.use_relayhost(&fake)?;
+        Ok(fake)
+    }
+
+    /// Starts an Exchange Online fake that takes XOAUTH2 tokens of `ep`
+    /// for the application [`OAUTH2_APP`] (registered there with
+    /// [`OAUTH2_SECRET`]), and points postern at it: [`TestEnv::use_relayhost`]
+    /// with [`TEST_USER`] signing in by XOAUTH2 only, the client secret in
+    /// `etc/oauth2_secret`.
+    ///
+    /// # Errors
+    /// The fake cannot start or the configuration cannot be written.
+    pub fn office365_xoauth2_fake(&mut self, ep: &FakeTokenEndpoint) -> Result<FakeSmartHost> {
+        ep.register_app(OAUTH2_APP, OAUTH2_SECRET);
+        let fake = FakeSmartHost::spawn(
+            FakeConfig::office365(&self.pki.server)
+                .accept_tokens_from(ep)
+                .service_principal(OAUTH2_APP),
+        )?;
+        self.use_relayhost(&fake)?;
+        let sasl = self.write_secret(
+            "sasl_passwd",
+            &format!("{} {TEST_USER}:xoauth2\n", fake.relayhost_name()),
+        )?;
+        let secret = self.write_secret("oauth2_secret", &format!("{OAUTH2_SECRET}\n"))?;
+        self.set_many(&[
+            (
+                "smtp_sasl_password_maps",
+                &format!("texthash:{}", sasl.display()),
+            ),
+            ("smtp_sasl_mechanism_filter", "xoauth2"),
+            ("smtp_oauth2_token_endpoint", &ep.url(OAUTH2_TENANT)),
+            ("smtp_oauth2_client_id", OAUTH2_APP),
+            (
+                "smtp_oauth2_client_secret_file",
+                &secret.display().to_string(),
+            ),
+        ])?;
         Ok(fake)
     }
 

@@ -686,6 +686,8 @@ registry! {
         "Application (client) ID of the app registration.";
     smtp_oauth2_client_secret_file: String, Text, "",
         "File holding the client secret (client credentials grant); mode 0600 or 0640.";
+    smtp_oauth2_client_secret_expires: String, Text, "",
+        "The client secret's expiry date as Entra ID shows it (YYYY-MM-DD); postern check warns 30 days ahead and fails after it. Empty: unknown.";
     smtp_oauth2_client_certificate_file: String, Text, "",
         "Certificate (PEM) registered with the app, for a signed client assertion instead of a secret.";
     smtp_oauth2_client_key_file: String, Text, "$smtp_oauth2_client_certificate_file",

@@ -272,7 +272,10 @@ fn oauth2_settings(cfg: &conf::Config, problems: &mut Vec<String>, warnings: &mu
         };
     match &account.client_auth {
         ClientAuth::None => {}
-        ClientAuth::Secret(path) => private("smtp_oauth2_client_secret_file", path, problems),
+        ClientAuth::Secret(path) => {
+            private("smtp_oauth2_client_secret_file", path, problems);
+            secret_expiry(&cfg.smtp_oauth2_client_secret_expires, problems, warnings);
+        }
         ClientAuth::Certificate {
             cert_file,
             key_file,
@@ -658,4 +661,68 @@ fn table_entries(spec: &str) -> Vec<(String, String, String)> {
             Some((at, key, value))
         })
         .collect()
+}
+
+/// `smtp_oauth2_client_secret_expires`: Entra ID does not say when a secret
+/// expires, so the admin writes the date the portal shows.
+fn secret_expiry(value: &str, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    let value = value.trim();
+    if value.is_empty() {
+        return;
+    }
+    let Some(days) = days_from_date(value) else {
+        problems.push(format!(
+            "smtp_oauth2_client_secret_expires = {value}: expected a date as YYYY-MM-DD"
+        ));
+        return;
+    };
+    let today = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        / 86400) as i64;
+    let left = days - today;
+    if left < 0 {
+        problems.push(format!(
+            "smtp_oauth2_client_secret_expires = {value}: the client secret has expired; add a new secret to the application, put it in smtp_oauth2_client_secret_file and update this date"
+        ));
+    } else if left < 30 {
+        warnings.push(format!(
+            "smtp_oauth2_client_secret_expires = {value}: the client secret expires in {left} days; add a new secret to the application before then"
+        ));
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+fn days_from_date(s: &str) -> Option<i64> {
+    let mut it = s.split('-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+#[cfg(test)]
+mod secret_expiry_tests {
+    use super::days_from_date;
+
+    #[test]
+    fn dates() {
+        assert_eq!(days_from_date("1970-01-01"), Some(0));
+        assert_eq!(days_from_date("2000-03-01"), Some(11_017));
+        assert_eq!(days_from_date("2026-11-22"), Some(20_779));
+        assert_eq!(days_from_date("2026-13-01"), None);
+        assert_eq!(days_from_date("26-11-22"), None);
+        assert_eq!(days_from_date("tomorrow"), None);
+    }
 }

@@ -118,6 +118,47 @@ fn a_good_secret_setup_passes() {
 }
 
 #[test]
+fn the_client_secret_expiry_date_is_checked() {
+    let secret_setup = |expires: &str| {
+        let d = setup(&format!(
+            "smtp_oauth2_client_secret_file = SECRET\nsmtp_oauth2_client_secret_expires = {expires}\n"
+        ));
+        let secret = d.path().join("oauth2_secret");
+        let main = std::fs::read_to_string(d.path().join("main.cf")).unwrap();
+        std::fs::write(
+            d.path().join("main.cf"),
+            main.replace("SECRET", &secret.display().to_string()),
+        )
+        .unwrap();
+        write(&secret, b"the-secret-value\n", 0o600);
+        d
+    };
+    let day = |offset: i64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("@{}", now + offset * 86400), "+%F"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (code, out) = check(secret_setup(&day(400)).path());
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("client secret"), "{out}");
+    let (code, out) = check(secret_setup(&day(10)).path());
+    assert_eq!(code, 0, "warning only: {out}");
+    assert!(out.contains("the client secret expires in"), "{out}");
+    let (code, out) = check(secret_setup(&day(-2)).path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the client secret has expired"), "{out}");
+    let (code, out) = check(secret_setup("next week").path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("expected a date as YYYY-MM-DD"), "{out}");
+}
+
+#[test]
 fn a_readable_secret_and_a_remote_http_endpoint_are_problems() {
     let d = setup("");
     let secret = d.path().join("oauth2_secret");

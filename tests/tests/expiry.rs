@@ -11,21 +11,8 @@ const WAIT: Duration = Duration::from_secs(40);
 fn delay_warning_then_expiry_bounce() {
     let mut env = TestEnv::new().unwrap();
     let fake = env.office365_fake().unwrap();
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let transport = env
-        .write_file(
-            "transport",
-            &format!("dead.test  smtp:[127.0.0.1]:{closed}\n"),
-        )
-        .unwrap();
+    env.route_to_closed_port("dead.test").unwrap();
     env.set_many(&[
-        (
-            "transport_maps",
-            &format!("texthash:{}", transport.display()),
-        ),
         ("delay_warning_time", "2s"),
         ("maximal_queue_lifetime", "7s"),
         ("minimal_backoff_time", "1s"),

@@ -80,20 +80,8 @@ fn setup() -> (TestEnv, FakeSmartHost, u16) {
     ])
     .unwrap();
     let port = env.add_smtpd(&[]).unwrap();
-    let out = env
-        .run(
-            "postern",
-            &[
-                "-c",
-                &env.etc.display().to_string(),
-                "passwd",
-                "add",
-                "webapp@contoso.test",
-            ],
-            Some(b"S3cret-app-pass\n"),
-        )
+    env.add_sasl_user("webapp@contoso.test", "S3cret-app-pass")
         .unwrap();
-    assert!(out.success(), "{out}");
     env.start().unwrap();
     (env, fake, port)
 }

@@ -39,20 +39,8 @@ fn setup_with(
         .collect();
     env.create_queue().unwrap();
     // The password comes from standard input when it is not a terminal.
-    let out = env
-        .run(
-            "postern",
-            &[
-                "-c",
-                &env.etc.display().to_string(),
-                "passwd",
-                "add",
-                "webapp@contoso.test",
-            ],
-            Some(b"S3cret-app-pass\n"),
-        )
+    env.add_sasl_user("webapp@contoso.test", "S3cret-app-pass")
         .unwrap();
-    assert!(out.success(), "{out}");
     env.start().unwrap();
     (env, fake, ports)
 }

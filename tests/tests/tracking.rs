@@ -153,20 +153,8 @@ fn every_message_and_attempt_is_recorded_and_found_by_each_key() {
     .unwrap();
     let port = env.add_smtpd(&[]).unwrap();
     env.create_queue().unwrap();
-    let out = env
-        .run(
-            "postern",
-            &[
-                "-c",
-                &env.etc.display().to_string(),
-                "passwd",
-                "add",
-                "webapp@contoso.test",
-            ],
-            Some(b"S3cret-app-pass\n"),
-        )
+    env.add_sasl_user("webapp@contoso.test", "S3cret-app-pass")
         .unwrap();
-    assert!(out.success(), "{out}");
     // One recipient does not exist; the first delivery to another is
     // deferred (a plain 4xx), the retry (1 s later) succeeds.
     let bounce_reply =
@@ -437,21 +425,8 @@ fn every_message_and_attempt_is_recorded_and_found_by_each_key() {
 fn deferrals_until_expiry_are_recorded() {
     let mut env = TestEnv::new().unwrap();
     let _fake = env.office365_fake().unwrap();
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let transport = env
-        .write_file(
-            "transport",
-            &format!("dead.test  smtp:[127.0.0.1]:{closed}\n"),
-        )
-        .unwrap();
+    env.route_to_closed_port("dead.test").unwrap();
     env.set_many(&[
-        (
-            "transport_maps",
-            &format!("texthash:{}", transport.display()),
-        ),
         ("maximal_queue_lifetime", "4s"),
         ("minimal_backoff_time", "1s"),
         ("maximal_backoff_time", "1s"),

@@ -628,6 +628,44 @@ impl TestEnv {
         Ok(cmd)
     }
 
+    /// Adds `user` with `password` to postern's own SMTP AUTH user file
+    /// (`postern passwd add`, the password on standard input).
+    ///
+    /// # Errors
+    /// The command cannot run or fails.
+    pub fn add_sasl_user(&self, user: &str, password: &str) -> Result<()> {
+        let etc = self.etc.display().to_string();
+        let out = self.run(
+            "postern",
+            &["-c", &etc, "passwd", "add", user],
+            Some(format!("{password}\n").as_bytes()),
+        )?;
+        if !out.success() {
+            bail!("postern passwd add {user} failed: {out}");
+        }
+        Ok(())
+    }
+
+    /// Routes mail for `domain` to a loopback port where nothing listens
+    /// (`transport_maps`), so every attempt fails with a connection error.
+    ///
+    /// # Errors
+    /// The table or main.cf cannot be written.
+    pub fn route_to_closed_port(&mut self, domain: &str) -> Result<()> {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind a port")?;
+            l.local_addr()?.port()
+        };
+        let transport = self.write_file(
+            "transport",
+            &format!("{domain}  smtp:[127.0.0.1]:{closed}\n"),
+        )?;
+        self.set(
+            "transport_maps",
+            &format!("texthash:{}", transport.display()),
+        )
+    }
+
     /// Runs `program args...` with `MAIL_CONFIG=<etc>` and `stdin`.
     ///
     /// # Errors

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::drop::DropFolder;
@@ -24,6 +25,35 @@ const GRACE: Duration = Duration::from_secs(60);
 const BATCH: usize = 256;
 /// How often maildrop/ is looked at without a wake-up.
 const MAILDROP_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest wait for a wake-up, so a SIGTERM that arrives just before
+/// the wait starts is noticed soon.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Set by SIGTERM (`postern stop`, a reload, the supervisor gone): pickup
+/// finishes the batch in hand and exits. With SIGTERM's default action it
+/// could die between moving a batch into incoming/ and removing the
+/// maildrop originals, and the next pickup queued those messages again
+/// (a duplicate delivery after an ordinary stop).
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Catches SIGTERM into [`STOP`]. Without `SA_RESTART`, a wait for a
+/// wake-up ends at once (EINTR).
+fn catch_sigterm() -> anyhow::Result<()> {
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_sigterm),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGTERM, &action) }
+        .context("install the SIGTERM handler")?;
+    Ok(())
+}
 
 pub fn run(started: Started) -> anyhow::Result<()> {
     let Started {
@@ -49,17 +79,30 @@ pub fn run(started: Started) -> anyhow::Result<()> {
         crate::drop::startup_checks(d);
     }
     let sock = wake_socket(&queue, listeners)?;
+    catch_sigterm()?;
     let mut buf = [0u8; 64];
     let mut woken = true;
     let mut last_maildrop = Instant::now();
     loop {
+        if STOP.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if woken || last_maildrop.elapsed() >= MAILDROP_INTERVAL {
             remove_stale_temp_files(&queue);
-            while scan_once(&cfg, &queue, &cleanup)? {}
+            // Batch after batch; a stop waits for the batch in hand.
+            while !STOP.load(Ordering::SeqCst) {
+                if !scan_once(&cfg, &queue, &cleanup)? {
+                    break;
+                }
+            }
             last_maildrop = Instant::now();
         }
         if let Some(d) = drop_folder.as_mut() {
-            while d.scan(&queue, &cleanup)? {}
+            while !STOP.load(Ordering::SeqCst) {
+                if !d.scan(&queue, &cleanup)? {
+                    break;
+                }
+            }
         }
         // Wait for a wake-up or the timer: the drop directory has no
         // wake-ups, so it is looked at every SCAN_INTERVAL.
@@ -68,13 +111,19 @@ pub fn run(started: Started) -> anyhow::Result<()> {
         } else {
             MAILDROP_INTERVAL
                 .saturating_sub(last_maildrop.elapsed())
-                .max(Duration::from_millis(10))
+                .clamp(Duration::from_millis(10), MAX_WAIT)
         };
         sock.set_read_timeout(Some(timeout))?;
         woken = sock.recv(&mut buf).is_ok();
-        // Drain extra wake-ups.
+        // Drain extra wake-ups. A wake-up found here counts too: the wait
+        // above can end in EINTR (after SIGSTOP/SIGCONT, with the read
+        // timeout set) with the datagram still queued, and dropping it
+        // would leave a message sendmail acknowledged waiting for the
+        // 60-second timer.
         sock.set_nonblocking(true)?;
-        while sock.recv(&mut buf).is_ok() {}
+        while sock.recv(&mut buf).is_ok() {
+            woken = true;
+        }
         sock.set_nonblocking(false)?;
     }
 }

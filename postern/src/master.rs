@@ -31,7 +31,7 @@ pub struct Master {
     cfg: conf::Config,
     queue: Queue,
     procs: Vec<Proc>,
-    _pid_lock: std::fs::File,
+    pid_lock: std::fs::File,
 }
 
 /// Loads and validates the whole configuration; every problem is returned.
@@ -77,6 +77,19 @@ pub fn running_pid(queue: &Queue) -> Option<i32> {
     }
 }
 
+/// How long a new supervisor waits for the daemons of a dead one to stop.
+const PREVIOUS_GENERATION_WAIT: Duration = Duration::from_secs(60);
+
+/// Locks the pid file and writes our pid into it.
+///
+/// The lock's open file description is inherited by every daemon (see
+/// [`Master::spawn`]), so the lock is held until the supervisor *and* all
+/// its daemons are gone. When the supervisor was killed (SIGKILL, OOM, a
+/// crash) its daemons stop on their own (`queue::service::follow_supervisor`)
+/// but may take a few seconds to finish deliveries in flight; a new
+/// supervisor started meanwhile (systemd's `Restart=`, an admin) waits for
+/// them here instead of starting a second queue manager beside the old one
+/// or failing to bind the smtpd ports the old smtpd still holds.
 fn lock_pid_file(queue: &Queue) -> anyhow::Result<std::fs::File> {
     let path = pid_path(queue);
     let f = std::fs::OpenOptions::new()
@@ -86,13 +99,36 @@ fn lock_pid_file(queue: &Queue) -> anyhow::Result<std::fs::File> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: valid fd; non-blocking exclusive lock.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // Out of the way of the listeners dup2'd to 3, 4, ... in the children.
+    let f = std::fs::File::from(high_fd(OwnedFd::from(f))?);
+    let try_lock = || {
+        // SAFETY: valid fd; non-blocking exclusive lock.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    };
+    if !try_lock() {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!(
-            "the postern mail system is already running (pid {})",
-            pid.trim()
-        );
+        let pid = pid.trim().to_string();
+        let alive = pid
+            .parse::<i32>()
+            .is_ok_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        if alive {
+            bail!("the postern mail system is already running (pid {pid})");
+        }
+        log::info(&format!(
+            "waiting for the daemons of the previous supervisor (pid {pid}) to stop"
+        ));
+        let until = Instant::now() + PREVIOUS_GENERATION_WAIT;
+        while !try_lock() {
+            if Instant::now() >= until {
+                bail!(
+                    "daemons of a previous supervisor (pid {pid}) still hold {} after {}s; stop them (fuser -k {}) and start again",
+                    path.display(),
+                    PREVIOUS_GENERATION_WAIT.as_secs(),
+                    path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     f.set_len(0)?;
     use std::io::Write;
@@ -311,7 +347,7 @@ impl Master {
             cfg,
             queue,
             procs,
-            _pid_lock: lock,
+            pid_lock: lock,
         })
     }
 
@@ -331,15 +367,25 @@ impl Master {
             p.listeners.len().to_string(),
         );
         cmd.env_remove("NOTIFY_SOCKET");
+        // The daemon stops when this supervisor dies (queue::service::follow_supervisor).
+        cmd.env(
+            queue::service::MASTER_PID_ENV,
+            std::process::id().to_string(),
+        );
         cmd.stdin(std::process::Stdio::null());
         let fds: Vec<RawFd> = p.listeners.iter().map(|f| f.as_raw_fd()).collect();
-        // SAFETY: only async-signal-safe calls (dup2, sigprocmask) run in the child.
+        let lock_fd = self.pid_lock.as_raw_fd();
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, sigprocmask) run in the child.
         unsafe {
             cmd.pre_exec(move || {
                 for (i, fd) in fds.iter().enumerate() {
                     if libc::dup2(*fd, 3 + i as RawFd) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                // The daemon shares the pid file lock (see lock_pid_file).
+                if libc::fcntl(lock_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);

@@ -13,6 +13,10 @@ use std::path::PathBuf;
 /// Environment variable with the number of inherited listening sockets.
 pub const LISTEN_FDS_ENV: &str = "POSTERN_LISTEN_FDS";
 
+/// Environment variable with the pid of the supervisor that started the
+/// daemon (see [`follow_supervisor`]).
+pub const MASTER_PID_ENV: &str = "POSTERN_MASTER_PID";
+
 /// Command-line arguments of a daemon.
 #[derive(Debug, Clone, Default)]
 pub struct Args {
@@ -166,6 +170,8 @@ fn start_with_ident<T>(
     if let Err(e) = drop_privileges(&cfg) {
         crate::log::fatal(1, &e);
     }
+    // After the privilege drop: changing credentials clears the setting.
+    follow_supervisor();
     let queue = Queue::new(&cfg.queue_directory);
     (
         Started {
@@ -176,6 +182,45 @@ fn start_with_ident<T>(
         },
         early,
     )
+}
+
+/// Makes a daemon stop (SIGTERM, its ordinary graceful stop) when the
+/// supervisor that started it dies, as Postfix's daemons exit on "master
+/// disconnect". Without this, a supervisor killed with SIGKILL (OOM killer,
+/// `kill -9`, a crash) left its daemons running: the next `postern start`
+/// could not bind the smtpd ports and, worse, replaced the qmgr and pickup
+/// wake-up sockets under the orphans' feet, or ran a second queue manager
+/// beside the old one. A daemon not started by the supervisor
+/// ([`MASTER_PID_ENV`] unset) is left alone.
+///
+/// Must run after [`drop_privileges`]: the kernel clears the parent-death
+/// signal when the credentials change. The supervisor may already have died
+/// before the signal was armed; then the parent is no longer the pid it
+/// passed, and the daemon exits at once (it has done nothing yet).
+pub fn follow_supervisor() {
+    let Some(master) = std::env::var(MASTER_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: only this process runs at start-up; the variable is ours.
+    unsafe { std::env::remove_var(MASTER_PID_ENV) };
+    // SAFETY: prctl(PR_SET_PDEATHSIG) with a valid signal number.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
+    if r != 0 {
+        crate::log::warning(&format!(
+            "cannot follow the supervisor (prctl PR_SET_PDEATHSIG): {}",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    if nix::unistd::getppid().as_raw() != master {
+        crate::log::info(&format!(
+            "the supervisor (pid {master}) has gone away -- exiting"
+        ));
+        std::process::exit(0);
+    }
 }
 
 /// Takes the descriptors named by `POSTERN_LISTEN_FDS` and clears the variable.

@@ -101,14 +101,25 @@ pub fn run(cfg: &conf::Config, opts: &Options) -> i32 {
             queue::wake::wake(&q, "pickup", &[queue::wake::NEW_MAIL]);
             0
         }
-        Err(e) => log::fatal(
-            ex::TEMPFAIL,
-            &format!(
-                "{}({uid}): cannot queue the message in {}: {e}; is the queue created ('postern start' creates it)?",
-                env.sender,
-                dir.display()
-            ),
-        ),
+        Err(e) => {
+            // A full queue file system is temporary (EX_TEMPFAIL): say so
+            // rather than suggest that the queue is missing.
+            let full = e.kind() == std::io::ErrorKind::StorageFull
+                || e.raw_os_error() == Some(libc::EDQUOT);
+            let hint = if full {
+                "the queue file system is full; nothing was queued, try again later"
+            } else {
+                "is the queue created ('postern start' creates it)?"
+            };
+            log::fatal(
+                ex::TEMPFAIL,
+                &format!(
+                    "{}({uid}): cannot queue the message in {}: {e}; {hint}",
+                    env.sender,
+                    dir.display()
+                ),
+            )
+        }
     }
 }
 

@@ -180,17 +180,40 @@ pub async fn auth(s: &mut Session, mechanism: &str, initial: Option<String>) -> 
             return Ok(Next::Continue);
         }
     };
+    // The limit is checked again, in this client's turn, just before the
+    // password is: parallel connections must not get more guesses.
+    let turn = shared.failures.turn(s.peer.addr).await;
+    if shared.failures.blocked(s.peer.addr) {
+        drop(turn);
+        log::warning(&format!(
+            "{}: too many failed AUTH attempts; AUTH refused",
+            s.peer.namaddr()
+        ));
+        fail(
+            s,
+            421,
+            "4.7.0",
+            &format!(
+                "{} Error: too many failed authentication attempts",
+                cfg.myhostname
+            ),
+        );
+        return Ok(Next::Close);
+    }
     let ok = match (&creds, &s.shared.auth) {
         (Some((user, pass)), Some(a)) => a.verify(user, pass).await,
         _ => false,
     };
+    if !ok {
+        shared.failures.record_failure(s.peer.addr);
+    }
+    drop(turn);
     if ok {
         let user = creds.map(|(u, _)| u).unwrap_or_default();
         s.sasl = Some((mech, user));
         s.count("auth", true);
         s.reply(235, "2.7.0", "Authentication successful");
     } else {
-        s.shared.failures.record_failure(s.peer.addr);
         // Postfix 3.7's smtpd_sasl_glue.c: the name the client tried, or
         // "(unavailable)"; at most 100 characters, non-printables as '?'.
         let tried = creds

@@ -47,19 +47,25 @@ impl Writer {
             return;
         };
         head.extend_from_slice(chunk);
-        if let Some(end) = proto::header::header_end(head) {
+        // Decided on complete lines only: a read may end inside a header
+        // line, which must not end the header block (found by fuzzing).
+        if let Some(end) = proto::header::header_end_so_far(head) {
             let buf = self.head.take().unwrap_or_default();
-            self.headers(shared, &buf[..end]);
+            self.headers(shared, &buf[..end], false);
             self.write(&buf[end..]);
         } else if head.len() > self.header_limit {
-            // An endless header block: the part beyond the limit is body.
+            // A header block longer than header_size_limit (a 1 MB header
+            // line, say): the header fields that start before the limit
+            // are parsed and rewritten, the field that crosses it and
+            // everything after it pass on unchanged, still as part of the
+            // header block. (This used to cut at the last line end and put
+            // rewrite_headers()'s empty line there, which turned the rest
+            // of the header — Subject:, MIME headers — into body text;
+            // found by tests/tests/hostile_resources.rs. Postfix truncates
+            // the one over-long header instead.)
             let buf = self.head.take().unwrap_or_default();
-            let cut = buf[..self.header_limit]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map(|i| i + 1)
-                .unwrap_or(self.header_limit);
-            self.headers(shared, &buf[..cut]);
+            let cut = field_start_before(&buf, self.header_limit);
+            self.headers(shared, &buf[..cut], true);
             self.write(&buf[cut..]);
         }
     }
@@ -67,11 +73,17 @@ impl Writer {
     /// The end of the message.
     fn finish(&mut self, shared: &crate::server::Shared) {
         if let Some(buf) = self.head.take() {
-            self.headers(shared, &buf);
+            // The content ended while the header block was still open: its
+            // last line may be the first body line (no empty line before).
+            let end = proto::header::header_end(&buf).unwrap_or(buf.len());
+            self.headers(shared, &buf[..end], false);
+            self.write(&buf[end..]);
         }
     }
 
-    fn headers(&mut self, shared: &crate::server::Shared, head: &[u8]) {
+    /// Writes the rewritten header block; `open` leaves out the empty line
+    /// that ends it (more header fields follow unparsed).
+    fn headers(&mut self, shared: &crate::server::Shared, head: &[u8], open: bool) {
         let mut scratch = self.env.clone();
         match shared
             .cleanup
@@ -84,11 +96,30 @@ impl Writer {
                         .is_some_and(|x| x.starts_with("error:5.4.6"))
                 });
                 self.message_id = h.message_id;
-                self.write(&h.bytes);
+                let mut bytes = h.bytes;
+                if open {
+                    if bytes == b"\r\n" {
+                        bytes.clear();
+                    } else if bytes.ends_with(b"\r\n\r\n") {
+                        bytes.truncate(bytes.len() - 2);
+                    }
+                }
+                self.write(&bytes);
             }
             Err(e) => self.error = Some(std::io::Error::other(e.0)),
         }
     }
+}
+
+/// Where the last header field that starts at or before `limit` begins:
+/// the last line start (0, or just after a LF) not followed by a space or
+/// tab; 0 when there is none.
+fn field_start_before(buf: &[u8], limit: usize) -> usize {
+    let limit = limit.min(buf.len());
+    (1..=limit)
+        .rev()
+        .find(|&p| buf[p - 1] == b'\n' && !matches!(buf.get(p), Some(b' ' | b'\t')))
+        .unwrap_or(0)
 }
 
 /// Sets up the queue file for the transaction; on failure the reply is queued.
@@ -441,4 +472,20 @@ pub async fn bdat(s: &mut Session, size: u64, last: bool) -> Result<Next, End> {
     let too_big = state.rx.too_big();
     let bare_lf_reject = bare_lf_mode(s) == BareLf::Reject && state.rx.bare_lf_seen();
     complete(s, "bdat", w, too_big, bare_lf_reject).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_start_before;
+
+    #[test]
+    fn the_field_that_crosses_the_limit_starts_at_its_own_line() {
+        let b = b"From: a\r\nSubject: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+        assert_eq!(field_start_before(b, 20), 9);
+        // A folded field: its continuation lines belong to it.
+        let b = b"From: a\r\nTo: b,\r\n c,\r\n dddddddddddddddddddddddd";
+        assert_eq!(field_start_before(b, 30), 9);
+        // The first line is already too long.
+        assert_eq!(field_start_before(b"Subject: xxxxxxxxxx", 10), 0);
+    }
 }

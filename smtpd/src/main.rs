@@ -83,6 +83,8 @@ async fn run(started: queue::service::Started, early: server::Early) -> Result<(
     .and_then(|s| s.maxproc)
     .map(|n| n as usize)
     .unwrap_or(cfg.default_process_limit as usize);
+    let maxproc = if maxproc == 0 { 10_000 } else { maxproc };
+    fit_open_files(maxproc);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(server::Shared::new(
         &args.service,
@@ -97,13 +99,34 @@ async fn run(started: queue::service::Started, early: server::Early) -> Result<(
         term.recv().await;
         let _ = stop_tx.send(true);
     });
-    server::run(
-        shared,
-        tcp,
-        if maxproc == 0 { 10_000 } else { maxproc },
-        stop_rx,
-        Duration::from_secs(10),
-    )
-    .await;
+    server::run(shared, tcp, maxproc, stop_rx, Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// Raises the soft open-files limit so that `maxproc` sessions fit: each
+/// needs its socket, and one more descriptor for the queue file while a
+/// message arrives. Under systemd the soft limit is 1024 whatever the
+/// process limit says; smtpd then stopped accepting at about 1,000
+/// clients and the rest waited unanswered (found by
+/// tests/tests/hostile_resources.rs, 10,000 idle connections). Postfix
+/// has one smtpd process per client and does not meet this. The hard
+/// limit is not touched; when even it is too low, say so.
+fn fit_open_files(maxproc: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const SPARE: u64 = 64;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let sessions = maxproc as u64;
+    let want = sessions.saturating_mul(2).saturating_add(SPARE);
+    let new = if soft < want { want.min(hard) } else { soft };
+    if new > soft && setrlimit(Resource::RLIMIT_NOFILE, new, hard).is_err() {
+        return;
+    }
+    if new < sessions.saturating_add(SPARE) {
+        queue::log::warning(&format!(
+            "the open files limit ({new}) is too low for the process limit of {maxproc} sessions; clients beyond about {} wait unanswered: raise the limit (systemd: LimitNOFILE={want})",
+            new.saturating_sub(SPARE)
+        ));
+    }
 }

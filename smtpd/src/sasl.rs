@@ -352,6 +352,39 @@ pub struct FailureLimiter {
     window: Duration,
     capacity: usize,
     table: Mutex<Table>,
+    /// One password check at a time per client address (see [`Turn`]).
+    turns: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A client's turn to have a password checked, from [`FailureLimiter::turn`].
+///
+/// Without turns, parallel connections from one address all passed the
+/// [`FailureLimiter::blocked`] check before any of their failures was
+/// counted, so an attacker got as many guesses as connections (24 with
+/// 20 connections and a limit of 5, tests/tests/hostile_resources.rs).
+/// Holding the turn from the check to [`FailureLimiter::record_failure`]
+/// makes check and count one step per address; other addresses are not
+/// affected, and a client's checks only queue behind its own.
+pub struct Turn<'a> {
+    limiter: &'a FailureLimiter,
+    ip: IpAddr,
+    slot: Option<(
+        Arc<tokio::sync::Mutex<()>>,
+        tokio::sync::OwnedMutexGuard<()>,
+    )>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some((slot, guard)) = self.slot.take() {
+            drop(guard);
+            let mut turns = lock(&self.limiter.turns);
+            // The table's reference and ours: nobody else waits.
+            if Arc::strong_count(&slot) <= 2 {
+                turns.remove(&self.ip);
+            }
+        }
+    }
 }
 
 struct Table {
@@ -382,6 +415,27 @@ impl FailureLimiter {
                 clients: HashMap::new(),
                 swept: Instant::now(),
             }),
+            turns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for `ip`'s turn to have a password checked; hold it until the
+    /// outcome is counted.
+    pub async fn turn(&self, ip: IpAddr) -> Turn<'_> {
+        let ip = canonical(ip);
+        if !self.enabled() {
+            return Turn {
+                limiter: self,
+                ip,
+                slot: None,
+            };
+        }
+        let slot = lock(&self.turns).entry(ip).or_default().clone();
+        let guard = slot.clone().lock_owned().await;
+        Turn {
+            limiter: self,
+            ip,
+            slot: Some((slot, guard)),
         }
     }
 
@@ -658,6 +712,34 @@ mod tests {
         }
         ticker.abort();
         assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 5);
+    }
+
+    /// Parallel attempts from one address: with turns, no more checks
+    /// than the limit; the turn table empties afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limiter_turns_serialize_one_client() {
+        let l = Arc::new(FailureLimiter::with_limits(5, Duration::from_secs(60), 100));
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (l, checked) = (l.clone(), checked.clone());
+                tokio::spawn(async move {
+                    let _turn = l.turn(ip).await;
+                    if l.blocked(ip) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    checked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    l.record_failure(ip);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(checked.load(std::sync::atomic::Ordering::SeqCst), 5);
+        assert!(lock(&l.turns).is_empty());
     }
 
     #[test]

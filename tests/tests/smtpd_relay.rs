@@ -111,55 +111,201 @@ fn foreign_client_is_refused_then_allowed_after_auth() {
     );
 }
 
-/// The classic open-relay test set, from a client outside mynetworks that
+/// One relay attempt: commands before MAIL, the HELO/EHLO line, the
+/// sender and the recipient (as written after `MAIL FROM:`/`RCPT TO:`).
+struct Trick {
+    pre: &'static [&'static str],
+    helo: &'static str,
+    from: &'static str,
+    to: &'static str,
+}
+
+const fn rcpt(to: &'static str) -> Trick {
+    Trick {
+        pre: &[],
+        helo: "EHLO relaytest",
+        from: "<test@evil.test>",
+        to,
+    }
+}
+
+const fn envelope(helo: &'static str, from: &'static str) -> Trick {
+    Trick {
+        pre: &[],
+        helo,
+        from,
+        to: "<victim@elsewhere.test>",
+    }
+}
+
+/// The classic open-relay test set (the relay-test.org/abuse.net lists and
+/// their descendants), from a client outside mynetworks (127.0.0.2) that
 /// did not authenticate. `contoso.test` is a relay domain (so tricks that
 /// smuggle another domain through it must fail too); `elsewhere.test` and
-/// `evil.test` are foreign.
+/// `evil.test` are foreign; `relay.test.example` is our myhostname and
+/// 127.0.0.1 the address the client talks to, neither a local destination
+/// (mydestination is empty).
+const TRICKS: &[Trick] = &[
+    // Plain relaying and spellings of a foreign address.
+    rcpt("<victim@elsewhere.test>"),
+    rcpt("victim@elsewhere.test"),
+    rcpt(" <victim@elsewhere.test>"),
+    rcpt("<VICTIM@ELSEWHERE.TEST>"),
+    rcpt("<victim@elsewhere.test.>"),
+    rcpt("<victim@elsewhere.test> NOTIFY=NEVER ORCPT=rfc822;bob@contoso.test"),
+    // The percent hack.
+    rcpt("<victim%elsewhere.test@contoso.test>"),
+    rcpt("<victim%elsewhere.test@relay.test.example>"),
+    rcpt("<victim%elsewhere.test@[127.0.0.1]>"),
+    rcpt("<victim%elsewhere.test>"),
+    rcpt("<\"victim%elsewhere.test\"@contoso.test>"),
+    rcpt("<victim@elsewhere.test%contoso.test>"),
+    rcpt("<victim%contoso.test@elsewhere.test>"),
+    // Bang paths.
+    rcpt("<elsewhere.test!victim@contoso.test>"),
+    rcpt("<elsewhere.test!victim@[127.0.0.1]>"),
+    rcpt("<elsewhere.test!victim>"),
+    rcpt("<\"victim!elsewhere.test\"@contoso.test>"),
+    // Source routes.
+    rcpt("<@contoso.test:victim@elsewhere.test>"),
+    rcpt("<@contoso.test,@relay.test:victim@elsewhere.test>"),
+    rcpt("<@[127.0.0.1]:victim@elsewhere.test>"),
+    rcpt("<@relay.test.example:victim@elsewhere.test>"),
+    // Quoted and doubled local parts.
+    rcpt("<\"victim@elsewhere.test\"@contoso.test>"),
+    rcpt("<\"victim@elsewhere.test\"@[127.0.0.1]>"),
+    rcpt("<\"victim@elsewhere.test\">"),
+    rcpt("<victim\\@elsewhere.test@contoso.test>"),
+    rcpt("<victim@elsewhere.test@contoso.test>"),
+    rcpt("<victim@elsewhere.test@[127.0.0.1]>"),
+    rcpt("<victim@contoso.test@elsewhere.test>"),
+    // Our own host and addresses in every spelling. (`victim@[127.0.0.1]`
+    // and the IPv6 forms of it were accepted and went out through the
+    // relayhost until smtpd stopped counting this host's address literals
+    // as local: postern delivers nothing locally.)
+    rcpt("<victim@[127.0.0.1]>"),
+    rcpt("<victim@127.0.0.1>"),
+    rcpt("<victim@[127.1]>"),
+    rcpt("<victim@[2130706433]>"),
+    rcpt("<victim@[IPv6:::1]>"),
+    rcpt("<victim@[IPv6:::ffff:127.0.0.1]>"),
+    rcpt("<victim@relay.test.example>"),
+    rcpt("<victim@localhost>"),
+    rcpt("<victim@localhost.elsewhere.test>"),
+    rcpt("<victim@contoso.test.elsewhere.test>"),
+    // Foreign address literals.
+    rcpt("<victim@[192.0.2.1]>"),
+    rcpt("<victim@[IPv6:2001:db8::1]>"),
+    // Postmaster at somebody else's domain is just a foreign address.
+    rcpt("<postmaster@elsewhere.test>"),
+    // The envelope and the greeting: a null or local sender, a client that
+    // claims to be us.
+    envelope("EHLO relaytest", "<>"),
+    envelope("EHLO relaytest", "<webapp@contoso.test>"),
+    envelope("EHLO relaytest", "<postmaster@relay.test.example>"),
+    envelope("EHLO relaytest", "<victim@elsewhere.test>"),
+    envelope("EHLO relay.test.example", "<webapp@contoso.test>"),
+    envelope("EHLO localhost", "<test@evil.test>"),
+    envelope("EHLO [127.0.0.1]", "<test@evil.test>"),
+    envelope("HELO relay.test.example", "<>"),
+    // Claims of a trusted client or a login that never happened.
+    Trick {
+        pre: &["XCLIENT ADDR=127.0.0.1 NAME=localhost"],
+        helo: "EHLO relaytest",
+        from: "<test@evil.test>",
+        to: "<victim@elsewhere.test>",
+    },
+    Trick {
+        pre: &["XFORWARD ADDR=127.0.0.1"],
+        helo: "EHLO relaytest",
+        from: "<test@evil.test>",
+        to: "<victim@elsewhere.test>",
+    },
+    Trick {
+        pre: &["AUTH PLAIN AHdlYmFwcEBjb250b3NvLnRlc3QAd3Jvbmc="],
+        helo: "EHLO relaytest",
+        from: "<webapp@contoso.test>",
+        to: "<victim@elsewhere.test>",
+    },
+    Trick {
+        pre: &[],
+        helo: "EHLO relaytest",
+        from: "<webapp@contoso.test> AUTH=<webapp@contoso.test>",
+        to: "<victim@elsewhere.test>",
+    },
+];
+
+/// Every trick of [`TRICKS`] from a foreign client: each recipient is
+/// refused, nothing reaches the smart host and nothing is queued.
 #[test]
 fn open_relay_battery() {
     let (env, fake, port) = setup();
-    let tricks = [
-        "<victim@elsewhere.test>",
-        "<victim%elsewhere.test@contoso.test>",
-        "<victim%elsewhere.test@[127.0.0.1]>",
-        "<\"victim@elsewhere.test\"@contoso.test>",
-        "<\"victim%elsewhere.test\"@contoso.test>",
-        "<victim@elsewhere.test@contoso.test>",
-        "<@contoso.test:victim@elsewhere.test>",
-        "<@contoso.test,@relay.test:victim@elsewhere.test>",
-        "<elsewhere.test!victim@contoso.test>",
-        "<elsewhere.test!victim>",
-        "<victim%elsewhere.test>",
-        "<victim@elsewhere.test.>",
-        "<VICTIM@ELSEWHERE.TEST>",
-        "<victim@[192.0.2.1]>",
-        "<victim@[IPv6:2001:db8::1]>",
-        "<victim@elsewhere.test%contoso.test>",
-        "<\"victim@elsewhere.test\">",
-        "<victim@contoso.test.elsewhere.test>",
-        "<victim@localhost.elsewhere.test>",
-        "<\"victim!elsewhere.test\"@contoso.test>",
-        "victim@elsewhere.test",
-        "<victim@127.0.0.1>",
-    ];
     let mut relayed = Vec::new();
-    for t in tricks {
+    let mut policy_refusals = 0;
+    for t in TRICKS {
         let (mut c, _) = Smtp::connect(port, Some("127.0.0.2")).unwrap();
-        c.cmd("EHLO relaytest").unwrap();
-        assert_eq!(c.cmd("MAIL FROM:<test@evil.test>").unwrap().code, 250);
-        let r = c.cmd(&format!("RCPT TO:{t}")).unwrap();
+        c.cmd(t.helo).unwrap();
+        for p in t.pre {
+            let r = c.cmd(p).unwrap();
+            assert!(r.code >= 500, "{p}: {r}");
+        }
+        let r = c.cmd(&format!("MAIL FROM:{}", t.from)).unwrap();
+        assert_eq!(r.code, 250, "MAIL FROM:{}: {r}", t.from);
+        let r = c.cmd(&format!("RCPT TO:{}", t.to)).unwrap();
+        eprintln!("{:24} {:34} RCPT TO:{:50} {r}", t.helo, t.from, t.to);
         if r.code / 100 == 2 {
-            relayed.push(format!("{t}: {r}"));
+            relayed.push(format!("{} / {} / RCPT TO:{}: {r}", t.helo, t.from, t.to));
             // Make sure it would really have gone out: finish it.
             c.cmd("DATA").unwrap();
             c.send(b"Subject: relay test\r\n\r\nx\r\n.\r\n").unwrap();
             let _ = c.reply();
+        } else if r.code == 501 {
+            // Syntax errors (Postfix: 501 5.1.3 Bad recipient address
+            // syntax) are not logged as rejects.
+        } else {
+            assert_eq!(r.code, 554, "RCPT TO:{}: {r}", t.to);
+            policy_refusals += 1;
         }
         let _ = c.cmd("QUIT");
     }
     assert!(relayed.is_empty(), "relayed: {relayed:#?}");
+    // Each policy refusal is logged as Postfix logs it.
+    let rejects = env.log_grep(re(
+        r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.2\]: 554 5\.7\.1 .*: Relay access denied; from=",
+    ));
+    assert_eq!(rejects.len(), policy_refusals, "{rejects:#?}");
+    // Eight tricks are refused as bad syntax (501) today; the rest by the
+    // relay policy.
+    assert!(policy_refusals >= TRICKS.len() - 8, "{policy_refusals}");
     std::thread::sleep(Duration::from_secs(1));
     assert!(fake.messages().is_empty(), "{}", fake.summary());
+    assert!(env.queue_json().unwrap().is_empty());
+    for q in ["maildrop", "incoming", "active", "deferred", "hold"] {
+        assert!(
+            env.queue_files(q).is_empty(),
+            "{q}: {:?}",
+            env.queue_files(q)
+        );
+    }
+}
+
+/// `RCPT TO:<postmaster>` passes the restrictions, as RFC 5321 requires and
+/// Postfix does, but goes to our own postmaster (postmaster@$myorigin),
+/// never to a destination the client chose.
+#[test]
+fn bare_postmaster_reaches_only_our_postmaster() {
+    let (env, fake, port) = setup();
+    let (mut c, _) = Smtp::connect(port, Some("127.0.0.2")).unwrap();
+    c.cmd("EHLO relaytest").unwrap();
+    c.cmd("MAIL FROM:<test@evil.test>").unwrap();
+    let r = c.cmd("RCPT TO:<postmaster>").unwrap();
+    assert_eq!(r.code, 250, "{r}");
+    assert_eq!(c.cmd("DATA").unwrap().code, 354);
+    c.send(b"Subject: to postmaster\r\n\r\nx\r\n.\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+    c.cmd("QUIT").unwrap();
+    let m = fake.wait_messages(1, WAIT).unwrap();
+    assert_eq!(m[0].rcpt_to, vec!["postmaster@relay.test.example"]);
     let _ = env;
 }
 

@@ -13,7 +13,9 @@
 //! is marked *routed*.
 //!
 //! An authorized destination ([`Destinations::authorized`]) is a local,
-//! virtual alias or relay domain, never a routed address. The policy is
+//! virtual alias or relay domain, never a routed address; an address
+//! literal of this host counts as local only when `$mydestination` lists
+//! it (postern delivers nothing locally). The policy is
 //! stricter still (eval/checks.rs): a recipient whose local part holds `@`,
 //! `%` or `!`, or that came with a source route, is never authorized, so the
 //! relay tricks `user%other@relay`, `"user@other"@relay`, `user@other@relay`,
@@ -267,7 +269,16 @@ impl Destinations {
         };
         let first_op = a.find(['@', '!', '%']).unwrap_or(a.len());
         let routed = a.get(first_op + 1..) != Some(domain);
-        let class = if !valid {
+        // An address literal of this host is a local domain for the
+        // stripping above (as Postfix's resolve_local()), but postern has
+        // no local delivery: the queue manager sends only $mydestination
+        // to local_transport, so `user@[own address]` would go out through
+        // default_transport and the relayhost. Authorizing it was an open
+        // relay (found by tests/tests/smtpd_relay.rs open_relay_battery);
+        // it is local only when mydestination lists the literal itself.
+        let own_literal_only =
+            local && domain.starts_with('[') && !self.mydestination.match_string(domain)?;
+        let class = if !valid || own_literal_only {
             Class::Default
         } else if local {
             Class::Local
@@ -440,7 +451,9 @@ mod tests {
             ("User@LOCALHOST.", "user@localhost", Local, false),
             ("user", "user@relay.example.net", Local, false),
             ("postmaster@localhost", "postmaster@localhost", Local, false),
-            ("user@[192.0.2.25]", "user@[192.0.2.25]", Local, false),
+            // Our own address literal is not a local destination unless
+            // mydestination lists it (see resolve()).
+            ("user@[192.0.2.25]", "user@[192.0.2.25]", Default, false),
             ("user@[192.0.2.26]", "user@[192.0.2.26]", Default, false),
             ("user@contoso.test", "user@contoso.test", Relay, false),
             (
@@ -517,6 +530,20 @@ mod tests {
                 "{ext}"
             );
         }
+    }
+
+    #[test]
+    fn own_literal_is_local_only_when_listed() {
+        let d = dest("mydestination = $myhostname, [192.0.2.25]\n");
+        assert_eq!(
+            res(&d, "user@[192.0.2.25]"),
+            ("user@[192.0.2.25]".to_string(), Class::Local, false)
+        );
+        let d = dest("");
+        assert_eq!(
+            res(&d, "user%other.example@[192.0.2.25]"),
+            ("user@other.example".to_string(), Class::Default, false)
+        );
     }
 
     #[test]

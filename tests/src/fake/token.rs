@@ -312,6 +312,9 @@ struct State {
     faults: VecDeque<Fault>,
     clock_offset: i64,
     rec: TokenRecords,
+    /// Every refresh token handed out (rotated ones leave `refresh`), for
+    /// the harness's secrets scan.
+    refresh_issued: Vec<String>,
 }
 
 struct EpShared {
@@ -349,6 +352,45 @@ impl EpShared {
             "http://127.0.0.1:{}/{tenant}/oauth2/v2.0/token",
             self.port.get().copied().unwrap_or_default()
         )
+    }
+}
+
+/// The secrets of a [`FakeTokenEndpoint`]: see [`FakeTokenEndpoint::secrets`].
+#[derive(Clone)]
+pub struct TokenSecrets(Arc<EpShared>);
+
+impl std::fmt::Debug for TokenSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSecrets")
+    }
+}
+
+impl TokenSecrets {
+    /// `(kind, value)`: the client secrets of registered apps, every access
+    /// token issued, every refresh token handed out, every device code.
+    pub fn list(&self) -> Vec<(&'static str, String)> {
+        let st = lock(&self.0.state);
+        let mut out = Vec::new();
+        for app in st.apps.values() {
+            out.extend(app.secrets.iter().map(|s| ("client secret", s.clone())));
+        }
+        out.extend(
+            st.rec
+                .issued
+                .iter()
+                .map(|t| ("access token", t.access_token.clone())),
+        );
+        out.extend(
+            st.refresh_issued
+                .iter()
+                .map(|t| ("refresh token", t.clone())),
+        );
+        out.extend(
+            st.devices
+                .iter()
+                .map(|d| ("device code", d.device_code.clone())),
+        );
+        out
     }
 }
 
@@ -594,6 +636,7 @@ impl FakeTokenEndpoint {
         let expires = self.shared.now() + self.shared.cfg().refresh_lifetime.as_secs() as i64;
         let rt = format!("1.{}", jwt::random_b64(48));
         self.shared.update(|s| {
+            s.refresh_issued.push(rt.clone());
             s.refresh.insert(
                 rt.clone(),
                 RefreshGrant {
@@ -730,6 +773,13 @@ impl FakeTokenEndpoint {
     }
 
     // ---- records ---------------------------------------------------------
+
+    /// A handle on the secrets this endpoint knows and hands out, for the
+    /// harness's secrets scan ([`crate::harness::TestEnv::watch_token_endpoint`]);
+    /// it stays readable after the endpoint is dropped.
+    pub fn secrets(&self) -> TokenSecrets {
+        TokenSecrets(self.shared.clone())
+    }
 
     /// A copy of everything recorded.
     pub fn records(&self) -> TokenRecords {
@@ -1723,6 +1773,7 @@ fn delegated(
         let rt = format!("1.{}", jwt::random_b64(48));
         let expires = shared.now() + cfg.refresh_lifetime.as_secs() as i64;
         shared.update(|s| {
+            s.refresh_issued.push(rt.clone());
             s.refresh.insert(
                 rt.clone(),
                 RefreshGrant {

@@ -12,9 +12,11 @@
 //! Binaries are found by [`bin_dir`]; the daemons' account by
 //! [`mail_owner`] (see [`owner`] for the root case).
 
+pub mod faults;
 mod log;
 pub mod owner;
 pub mod process;
+pub mod secrets;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -88,6 +90,8 @@ pub struct TestEnv {
     /// Process groups of supervisors killed with SIGKILL, whose daemons
     /// may still run.
     orphans: Vec<i32>,
+    /// What must never show in a log, output or core file ([`secrets`]).
+    secrets: secrets::Registry,
 }
 
 impl std::fmt::Debug for TestEnv {
@@ -174,6 +178,7 @@ impl TestEnv {
             env: Vec::new(),
             daemon: None,
             orphans: Vec::new(),
+            secrets: secrets::Registry::default(),
         };
         env.write_config()?;
         Ok(env)
@@ -202,6 +207,7 @@ impl TestEnv {
     /// The fake cannot start or the configuration cannot be written.
     pub fn office365_xoauth2_fake(&mut self, ep: &FakeTokenEndpoint) -> Result<FakeSmartHost> {
         ep.register_app(OAUTH2_APP, OAUTH2_SECRET);
+        self.watch_token_endpoint(ep);
         let fake = FakeSmartHost::spawn(
             FakeConfig::office365(&self.pki.server)
                 .accept_tokens_from(ep)
@@ -376,6 +382,7 @@ impl TestEnv {
     /// # Errors
     /// The file cannot be written.
     pub fn write_secret(&self, name: &str, contents: &str) -> Result<PathBuf> {
+        self.secrets.add_file(name, contents);
         let path = self.etc.join(name);
         if running_as_root() {
             write_file(&path, contents, 0o640)?;
@@ -422,6 +429,9 @@ impl TestEnv {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
+            // Core files and other strays land in the test directory (where
+            // the secrets scan looks), not in the test's working directory.
+            .current_dir(&self.root)
             // Its own process group, so Drop can kill every daemon.
             .process_group(0);
         let child = cmd.spawn().context("run postern start-fg")?;
@@ -634,6 +644,7 @@ impl TestEnv {
     /// # Errors
     /// The command cannot run or fails.
     pub fn add_sasl_user(&self, user: &str, password: &str) -> Result<()> {
+        self.secrets.add_login(user, password);
         let etc = self.etc.display().to_string();
         let out = self.run(
             "postern",
@@ -673,7 +684,7 @@ impl TestEnv {
     pub fn run(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<Output> {
         let mut cmd = self.tool(program)?;
         cmd.args(args);
-        process::run(cmd, stdin, COMMAND_TIMEOUT)
+        self.keep_output(program, process::run(cmd, stdin, COMMAND_TIMEOUT))
     }
 
     /// `sendmail -C <etc>/main.cf args...` with `stdin` as the message.
@@ -683,7 +694,7 @@ impl TestEnv {
     pub fn sendmail(&self, args: &[&str], stdin: &[u8]) -> Result<Output> {
         let mut cmd = self.tool("sendmail")?;
         cmd.arg("-C").arg(self.etc.join("main.cf")).args(args);
-        process::run(cmd, Some(stdin), COMMAND_TIMEOUT)
+        self.keep_output("sendmail", process::run(cmd, Some(stdin), COMMAND_TIMEOUT))
     }
 
     /// `mailq` (sendmail as `mailq`; configuration from `MAIL_CONFIG`).
@@ -705,7 +716,7 @@ impl TestEnv {
     fn with_c(&self, program: &str, args: &[&str]) -> Result<Output> {
         let mut cmd = self.tool(program)?;
         cmd.arg("-c").arg(&self.etc).args(args);
-        process::run(cmd, None, COMMAND_TIMEOUT)
+        self.keep_output(program, process::run(cmd, None, COMMAND_TIMEOUT))
     }
 
     /// `postern -c <etc> args...`.
@@ -887,6 +898,61 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    // ---- the secrets scan (see [`secrets`]) ------------------------------
+
+    /// The secrets this environment knows.
+    pub fn secrets(&self) -> &secrets::Registry {
+        &self.secrets
+    }
+
+    /// Registers another secret that must never be logged.
+    pub fn add_secret(&self, name: &str, value: &str) {
+        self.secrets.add(name, value);
+    }
+
+    /// Also looks for what `ep` hands out (tokens, refresh tokens, device
+    /// codes) and its apps' client secrets.
+    pub fn watch_token_endpoint(&self, ep: &FakeTokenEndpoint) {
+        self.secrets.watch(ep.secrets());
+    }
+
+    /// Appends a command's output (not its arguments, which may hold a
+    /// password on purpose) to `<root>/commands.out` for the scan.
+    fn keep_output(&self, program: &str, out: Result<Output>) -> Result<Output> {
+        if let Ok(o) = &out {
+            use std::io::Write;
+            if let Ok(mut f) = File::options()
+                .create(true)
+                .append(true)
+                .open(self.root.join("commands.out"))
+            {
+                let _ = write!(f, "--- {program}\n{}{}", o.stdout, o.stderr);
+            }
+        }
+        out
+    }
+
+    /// Scans the log, the captured output and any core file for the
+    /// registered secrets (see [`secrets`]).
+    pub fn secret_hits(&self) -> Vec<secrets::Hit> {
+        self.secrets.scan_dir(&self.root)
+    }
+
+    /// Panics, naming file and secret (not its value), on a hit.
+    pub fn check_secrets(&self) {
+        let hits = self.secret_hits();
+        if !hits.is_empty() {
+            let list: Vec<String> = hits.iter().map(|h| format!("  {h}")).collect();
+            panic!(
+                "a secret leaked into postern's output ({}):\n{}",
+                self.root.display(),
+                list.join("\n")
+            );
+        }
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         if let Some(c) = self.daemon.as_mut()
@@ -903,10 +969,24 @@ impl Drop for TestEnv {
         for pg in self.orphans.drain(..) {
             let _ = killpg(Pid::from_raw(pg), Signal::SIGKILL);
         }
+        // Everything postern wrote is complete now; a test that failed
+        // already keeps its own message.
+        let hits = if std::thread::panicking() {
+            Vec::new()
+        } else {
+            self.secret_hits()
+        };
         if std::env::var_os("POSTERN_TEST_KEEP").is_some()
             && let Some(t) = self.tmp.take()
         {
             eprintln!("postern-tests: kept {}", t.keep().display());
+        }
+        if !hits.is_empty() {
+            let list: Vec<String> = hits.iter().map(|h| format!("  {h}")).collect();
+            panic!(
+                "a secret leaked into postern's output (set POSTERN_TEST_KEEP to keep the files):\n{}",
+                list.join("\n")
+            );
         }
     }
 }

@@ -26,7 +26,14 @@ async fn default_policy_relays_only_for_mynetworks_and_authenticated_clients() {
         ),
         (OUTSIDE, None, "user@relay.example.net", "OK"),
         (OUTSIDE, None, "user@localhost.example.net", "OK"),
-        (OUTSIDE, None, "user@[192.0.2.25]", "OK"),
+        // Our own address literal: not local to postern, which delivers
+        // nothing locally (the queue would send it to the relayhost).
+        (
+            OUTSIDE,
+            None,
+            "user@[192.0.2.25]",
+            "554 5.7.1 <user@[192.0.2.25]>: Relay access denied",
+        ),
         (OUTSIDE, None, "postmaster", "OK"),
         (OUTSIDE, None, "PostMaster", "OK"),
     ] {

@@ -430,6 +430,26 @@ pub fn write_json(s: &mut String, entries: &[Entry], empty_addr: &str) {
 }
 
 fn print_list(cfg: &conf::Config, json: bool) -> i32 {
+    // The index also holds the message tracking records (senders,
+    // recipients, subjects), so it is private to root and mail_owner;
+    // Postfix lets anyone list the queue, postern does not.
+    let index = Queue::new(&cfg.queue_directory).index_path();
+    if let Err(e) = std::fs::File::open(&index)
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        let uid = nix::unistd::getuid();
+        let user = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| uid.to_string());
+        eprintln!(
+            "postqueue: fatal: User {user}({uid}) is not allowed to view the mail queue: only root and {} can read {}; run mailq with sudo",
+            cfg.mail_owner,
+            index.display()
+        );
+        return 77;
+    }
     let entries = match collect(cfg) {
         Ok(e) => e,
         Err(e) => {

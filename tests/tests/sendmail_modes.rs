@@ -80,5 +80,20 @@ fn an_unprivileged_user_can_submit() {
         m[0].text()
     );
     assert_eq!(m[0].mail_from, "nobody@relay.test.example");
+    // Listing the queue is for root and mail_owner only (the index holds
+    // the tracking records): a clear refusal, not an SQLite error.
+    let mut cmd = postern_tests::harness::command("mailq").unwrap();
+    cmd.arg("-C").arg(env.etc.join("main.cf"));
+    cmd.uid(65534).gid(65534);
+    let out = postern_tests::harness::process::run(cmd, None, WAIT).unwrap();
+    assert_eq!(out.code(), Some(77), "{out}");
+    let err = &out.stderr;
+    assert!(
+        err.contains("User nobody(65534) is not allowed to view the mail queue")
+            && err.contains("run mailq with sudo"),
+        "{err}"
+    );
+    let out = env.mailq().unwrap();
+    assert!(out.success(), "{out}");
     env.stop().unwrap();
 }

@@ -7,6 +7,7 @@
 //! [`write_atomically`] puts the result in place without a window in which
 //! the file is missing or half written.
 
+use crate::maincf::is_space;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -106,8 +107,8 @@ fn edit(text: &str, table: &BTreeMap<&str, Option<String>>, mode: Mode) -> Strin
     // True while inside the continuation lines of a setting being edited.
     let mut editing = false;
     for line in text.split_inclusive('\n') {
-        let content = line.trim_start();
-        if content.trim_end().is_empty() || content.starts_with('#') {
+        let content = line.trim_start_matches(is_space);
+        if content.trim_end_matches(is_space).is_empty() || content.starts_with('#') {
             out.push_str(line);
             continue;
         }
@@ -124,7 +125,7 @@ fn edit(text: &str, table: &BTreeMap<&str, Option<String>>, mode: Mode) -> Strin
             continue;
         }
         let end = line
-            .find(|c: char| c.is_ascii_whitespace() || c == '=')
+            .find(|c: char| is_space(c) || c == '=')
             .unwrap_or(line.len());
         let Some((&name, value)) = table.get_key_value(&line[..end]) else {
             editing = false;

@@ -140,9 +140,14 @@ fn expand_braced(
     if rest.is_empty() {
         return Ok(val);
     }
-    let (op, text) = (rest.as_bytes()[0], &rest[1..]);
+    // The name ends at any character that cannot be in one, which may be
+    // a multi-byte one (`${name€}`): split off a whole character, never a
+    // byte, or a bad main.cf would panic every program that reads it.
+    let mut chars = rest.chars();
+    let op = chars.next().unwrap_or(' ');
+    let text = chars.as_str();
     match op {
-        b'?' => {
+        '?' => {
             // ${name?text}, ${name?{t1}}, ${name?{t1}:{t2}}, ${name?{t1}:t2}
             let tt = text.trim_start();
             let (t1, t2) = if tt.starts_with('{') {
@@ -167,7 +172,7 @@ fn expand_braced(
                 Ok(String::new())
             }
         }
-        b':' => {
+        ':' => {
             if val.is_empty() {
                 expand_depth(unbrace(text), lookup, depth + 1)
             } else {
@@ -176,7 +181,7 @@ fn expand_braced(
         }
         _ => Err(format!(
             "unexpected '{}' after parameter name in \"${{{inner}}}\"",
-            op as char
+            op
         )),
     }
 }
@@ -250,6 +255,21 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         expand(v, &|n| m.get(n).cloned())
+    }
+
+    /// Found by the `maincf` fuzz target: a multi-byte character right
+    /// after a name in `${...}` made expansion slice inside it and panic,
+    /// so one bad main.cf line crashed every program reading main.cf.
+    #[test]
+    fn fuzz_multibyte_character_after_name() {
+        let crash = "${myo\u{fffd}\u{fffd}gin?{yes}:{no}} $$ $(myd\0\u{8}omain)";
+        let err = ex(crash, &[("myo", "x")]).unwrap_err();
+        assert!(
+            err.contains("unexpected '\u{fffd}' after parameter name"),
+            "{err}"
+        );
+        assert!(ex("${a€}", &[]).unwrap_err().contains("unexpected '€'"));
+        assert_eq!(ex("${a?€}", &[("a", "1")]), Ok("€".to_string()));
     }
 
     #[test]

@@ -38,15 +38,15 @@ pub(crate) fn logical_lines(text: &str) -> (NumberedLines, NumberedLines) {
     for (i, raw) in text.split('\n').enumerate() {
         let lineno = i + 1;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        let trimmed = raw.trim_start();
+        let trimmed = raw.trim_start_matches(is_space);
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let continues = raw.starts_with([' ', '\t']);
+        let continues = raw.starts_with(is_space);
         if continues {
             if last_was_content && let Some(last) = lines.last_mut() {
                 last.1.push(' ');
-                last.1.push_str(trimmed.trim_end());
+                last.1.push_str(trimmed.trim_end_matches(is_space));
                 continue;
             }
             warnings.push((
@@ -55,10 +55,19 @@ pub(crate) fn logical_lines(text: &str) -> (NumberedLines, NumberedLines) {
             ));
             continue;
         }
-        lines.push((lineno, raw.trim_end().to_string()));
+        lines.push((lineno, raw.trim_end_matches(is_space).to_string()));
         last_was_content = true;
     }
     (lines, warnings)
+}
+
+/// Postfix's white space (ISSPACE): what starts a continuation line and
+/// is trimmed around names. The same test for reading and for editing
+/// (`postconf -e`): before, the reader took a line starting with, say, a
+/// vertical tab or U+00A0 for a setting and the editor for a continuation
+/// line, so `postconf -X` left the setting in place (found by fuzzing).
+pub(crate) fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 
 /// True when `name` is a syntactically valid parameter name.
@@ -100,7 +109,7 @@ impl MainCf {
                 });
                 continue;
             };
-            let name = content[..eq].trim();
+            let name = content[..eq].trim_matches(is_space);
             if !valid_name(name) {
                 errors.push(Error::Syntax {
                     origin,

@@ -154,11 +154,18 @@ impl Service {
             out.push_str(f);
             len += f.chars().count();
         }
-        // Options, then -o overrides, then the other arguments.
+        let blank = |s: &str| s.contains(BLANKS);
+        // Options, then -o overrides, then the other arguments. Options are
+        // the leading arguments that read back as options: an argument with
+        // blanks came from `{ }` (which ends the options) and one with an
+        // `o` would read back as `-o`; the first other argument is braced
+        // when it starts with `-`, so the options end there again. (Printing
+        // such arguments bare made postconf -M output read back as other
+        // arguments and overrides; found by fuzzing.)
         let split = self
             .args
             .iter()
-            .position(|a| !a.starts_with('-') || a == "--")
+            .position(|a| !a.starts_with('-') || a == "--" || a[1..].contains('o') || blank(a))
             .unwrap_or(self.args.len());
         let mut items: Vec<(String, Option<String>)> = self.args[..split]
             .iter()
@@ -170,11 +177,14 @@ impl Service {
                 .map(|(n, v)| ("-o".to_string(), Some(format!("{n}={v}")))),
         );
         items.extend(self.args[split..].iter().map(|a| (a.clone(), None)));
-        let blank = |s: &str| s.contains(BLANKS);
         for (n, (arg, value)) in items.iter().enumerate() {
             let is_option = n < split + self.overrides.len();
+            let ends_options = n == split + self.overrides.len();
             let braced = |s: &str| {
-                if blank(s) || (!is_option && s.is_empty()) {
+                if blank(s)
+                    || (!is_option && s.is_empty())
+                    || (ends_options && s.starts_with('-') && s != "--")
+                {
                     format!("{{{s}}}")
                 } else {
                     s.to_string()

@@ -772,6 +772,35 @@ pub fn param(name: &str) -> Option<&'static ParamDef> {
         .copied()
 }
 
+thread_local! {
+    /// The derived defaults being computed on this thread (bit set).
+    static DERIVING: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+const DERIVING_MYDOMAIN: u8 = 1;
+const DERIVING_MYNETWORKS: u8 = 2;
+
+/// Computes the derived default `which` (mydomain from myhostname,
+/// mynetworks from mynetworks_style) with `f`, which expands another
+/// parameter; `None` when `f` is already computing it. The other parameter
+/// may refer back (`myhostname = mail.$mydomain` with mydomain unset): the
+/// inner reference then reads as undefined, i.e. empty, as an unset name
+/// expands in Postfix, and myhostname becomes `mail.localdomain`. Before,
+/// each side expanded the other until the stack overflowed (found by the
+/// `maincf` fuzz target), so such a main.cf crashed every program.
+fn derive(which: u8, f: impl FnOnce() -> String) -> Option<String> {
+    let busy = DERIVING.with(|d| {
+        let old = d.get();
+        d.set(old | which);
+        old & which != 0
+    });
+    if busy {
+        return None;
+    }
+    let v = f();
+    DERIVING.with(|d| d.set(d.get() & !which));
+    Some(v)
+}
+
 /// Raw parameter values from every source, in precedence order: service
 /// overrides (`-o` in master.cf or on the command line), main.cf, then
 /// defaults. Values are expanded on request.
@@ -815,21 +844,26 @@ impl Resolver {
         if name == "mynetworks" {
             // Postfix computes the default from mynetworks_style and the
             // machine's interfaces.
-            let style = self
-                .get("mynetworks_style")
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let v = crate::mynetworks::default_for(
-                style.trim(),
-                &crate::mynetworks::interface_addresses(),
-            );
-            return Some((v, Origin::Default));
+            return derive(DERIVING_MYNETWORKS, || {
+                let style = self
+                    .get("mynetworks_style")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                crate::mynetworks::default_for(
+                    style.trim(),
+                    &crate::mynetworks::interface_addresses(),
+                )
+            })
+            .map(|v| (v, Origin::Default));
         }
         if name == "mydomain" {
             // Postfix derives mydomain from the configured myhostname.
-            let host = self.get("myhostname").ok().flatten().unwrap_or_default();
-            return Some((domain_of(&host), Origin::Default));
+            return derive(DERIVING_MYDOMAIN, || {
+                let host = self.get("myhostname").ok().flatten().unwrap_or_default();
+                domain_of(&host)
+            })
+            .map(|v| (v, Origin::Default));
         }
         if let Some(v) = computed_default(name) {
             return Some((v, Origin::Default));
@@ -1117,6 +1151,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `maincf` fuzz target: mydomain's default expands
+    /// myhostname, which referred back to mydomain; each expanded the
+    /// other until the stack overflowed. The same for mynetworks and
+    /// mynetworks_style.
+    #[test]
+    fn fuzz_derived_defaults_that_refer_back_do_not_recurse() {
+        let crash = "myhostname = rel${mydomain}]:587\nx = ${myorigin?{yes}:{no}} $$ $(mydomain)\n";
+        let main = MainCf::parse(crash, std::path::Path::new("main.cf")).unwrap();
+        let r = Resolver::new(&main, &[]);
+        assert_eq!(r.get("myhostname").unwrap().unwrap(), "rellocaldomain]:587");
+        let _ = Config::build_lenient(&main, &[]);
+
+        let text = "myhostname = mail.$mydomain\nmynetworks_style = ${mynetworks?host}\n";
+        let main = MainCf::parse(text, std::path::Path::new("main.cf")).unwrap();
+        let r = Resolver::new(&main, &[]);
+        assert_eq!(r.get("myhostname").unwrap().unwrap(), "mail.localdomain");
+        assert_eq!(r.get("mydomain").unwrap().unwrap(), "localdomain");
+        assert!(r.get("mynetworks").unwrap().is_some());
+        // Derived defaults still see each other where there is no loop.
+        let text = "myhostname = mx.example.com\nx = $mydomain\n";
+        let main = MainCf::parse(text, std::path::Path::new("main.cf")).unwrap();
+        assert_eq!(
+            Resolver::new(&main, &[]).get("x").unwrap().unwrap(),
+            "example.com"
+        );
+    }
 
     #[test]
     fn rate_limits() {

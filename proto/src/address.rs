@@ -250,7 +250,31 @@ impl Mailbox {
                 Some(d.to_string())
             }
         };
-        Ok(Mailbox { local, domain })
+        let m = Mailbox { local, domain };
+        // The limit holds for the form we print, store and send onwards
+        // too: an unquoted local part that is not a dot-string (`a..b`,
+        // `.a`) is printed quoted, two octets longer. Accepting 63 or 64
+        // such octets would queue an address that no longer parses once
+        // printed (the smtp client then sent it mangled).
+        let printed = m.quoted_local().len();
+        if printed > MAX_LOCAL {
+            return Err(AddressError::TooLong {
+                part: "local part",
+                len: printed,
+                max: MAX_LOCAL,
+            });
+        }
+        // And printed in a path, `<local@domain>` must fit MAX_PATH: a bare
+        // address (`MAIL FROM:a@b`, no brackets) is measured nowhere else.
+        let path = printed + m.domain.as_ref().map_or(0, |d| d.len() + 1) + 2;
+        if path > MAX_PATH {
+            return Err(AddressError::TooLong {
+                part: "path",
+                len: path,
+                max: MAX_PATH,
+            });
+        }
+        Ok(m)
     }
 
     /// True when the local part contains `%`, `!` or `@`, the characters of
@@ -530,6 +554,51 @@ mod tests {
             assert_eq!(got.to_string(), *display, "{input}");
             assert_eq!(parse_path(display).as_ref(), Ok(want), "reparse {display}");
         }
+    }
+
+    /// Found by the `address` fuzz target: a 63-octet unquoted local part
+    /// that is not a dot-string was accepted, but prints quoted as 65
+    /// octets, which did not parse back (and the smtp client then sent
+    /// `"\"Q..\""@...`). The printed form must fit the limit too.
+    #[test]
+    fn fuzz_printed_local_part_fits_the_limit() {
+        let crash =
+            b"Q..\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xf8\xa1";
+        let text = String::from_utf8_lossy(crash);
+        assert!(matches!(
+            Mailbox::parse(&text),
+            Err(AddressError::TooLong {
+                part: "local part",
+                len: 65,
+                max: 64
+            })
+        ));
+        for local in [
+            format!("Q..{}", "x".repeat(61)),
+            format!(".{}", "x".repeat(63)),
+        ] {
+            assert_eq!(local.len(), 64);
+            assert!(Mailbox::parse(&format!("{local}@example.com")).is_err());
+            assert!(parse_path(&format!("<{local}@example.com>")).is_err());
+        }
+        // Found next: a bare address (no brackets) was never measured as a
+        // path, so one over 256 octets was accepted and sent as `<...>`.
+        let domain = ["abcdefghi"; 25].join("."); // 249 octets
+        let bare = format!("useeeeeeeeeeee@{domain}");
+        assert!(matches!(
+            Mailbox::parse(&bare),
+            Err(AddressError::TooLong {
+                part: "path",
+                len: 266,
+                max: 256
+            })
+        ));
+        assert!(parse_path(&format!("<{bare}>")).is_err());
+        assert!(Mailbox::parse(&format!("abcd@{domain}")).is_ok()); // 256 as a path
+        // Still accepted: 62 octets that print as 64, and 64 that need no quotes.
+        let m = Mailbox::parse(&format!("a..{}@b", "x".repeat(59))).unwrap();
+        assert_eq!(Mailbox::parse(&m.to_string()), Ok(m));
+        assert!(Mailbox::parse(&format!("{}@b", "x".repeat(64))).is_ok());
     }
 
     #[test]

@@ -273,7 +273,14 @@ impl ReplyParser {
                             later: code,
                         });
                     }
-                    let (_, text) = split_enhanced(code, &text, r.enhanced);
+                    // A code on a later line is stripped only when it
+                    // repeats the first line's; with none on the first
+                    // line it is text (it used to be dropped, found by
+                    // fuzzing: `250-a` then `250 2.1.5 b` lost "2.1.5").
+                    let text = match r.enhanced {
+                        Some(first) => split_enhanced(code, &text, Some(first)).1,
+                        None => text,
+                    };
                     r.lines.push(text);
                     r
                 }
@@ -337,6 +344,25 @@ fn split_enhanced(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `reply` fuzz target: when the first line had no
+    /// enhanced code, one on a later line was stripped and lost, and the
+    /// reply no longer printed as it was received.
+    #[test]
+    fn fuzz_later_code_without_first_is_text() {
+        let crash: &[u8] = b"250-8BITMIME\r\n250-AUT535 5.7.M3PRender OK\r\n250 2.11.50 2.0.0 Ok: queued as 12345\r\n";
+        let mut p = ReplyParser::new();
+        p.feed(crash);
+        let r = p.next_reply().unwrap().unwrap();
+        assert_eq!(r.enhanced, None);
+        assert_eq!(r.lines[2], "2.11.50 2.0.0 Ok: queued as 12345");
+        assert_eq!(r.to_wire(), crash);
+        // With a code on the first line, repeats are still stripped.
+        let mut p = ReplyParser::new();
+        p.feed(b"250-2.0.0 a\r\n250 2.0.0 b\r\n");
+        let r = p.next_reply().unwrap().unwrap();
+        assert_eq!(r.lines, ["a", "b"]);
+    }
 
     /// Feeds `input` split at every pair of positions, expecting the same
     /// replies (or error) every time.

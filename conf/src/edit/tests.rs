@@ -242,3 +242,34 @@ proptest! {
         prop_assert_eq!(remove_params(&removed, &names), removed.clone());
     }
 }
+
+/// Found by the `maincf` fuzz target: a line starting with a vertical tab
+/// (or another white space character that is not a space or tab) was a
+/// setting for the main.cf reader but a continuation line for the editor,
+/// so `postconf -X myhostname` left the setting in place. Both now use
+/// Postfix's white space: such a line continues the previous one, and a
+/// name after a non-ASCII space (U+00A0) is a bad name.
+#[test]
+fn fuzz_reader_and_editor_agree_on_white_space() {
+    let parse = |t: &str| crate::MainCf::parse(t, Path::new("main.cf"));
+    let crash = "# c\n\x0bmyhostname = relay.contoso.com\nrelayhost = [x]:587\n";
+    let m = parse(crash).unwrap();
+    assert!(m.get("myhostname").is_none());
+    for text in [
+        crash,
+        "relayhost = a\n\x0cmyhostname = b\n",
+        "relayhost = a\n\rmyhostname = b\n",
+    ] {
+        let before = parse(text).unwrap();
+        let removed = parse(&remove_params(text, &["myhostname"])).unwrap();
+        assert_eq!(
+            removed.get("myhostname"),
+            before.get("myhostname"),
+            "{text:?}"
+        );
+        let set = parse(&set_params(text, &sv(&[("myhostname", "new")]))).unwrap();
+        assert_eq!(set.get("myhostname").unwrap().value, "new", "{text:?}");
+        assert_eq!(set.get("relayhost"), before.get("relayhost"), "{text:?}");
+    }
+    assert!(parse("\u{a0}myhostname = b\n").is_err());
+}

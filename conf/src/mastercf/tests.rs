@@ -257,6 +257,41 @@ fn load_reads_files() {
     assert!(e[0].to_string().contains("missing"));
 }
 
+/// Found by the `mastercf` fuzz target: an argument in `{ }` that starts
+/// with `-` (and ends the options, as `{ }` does) was printed as an option
+/// without braces, so `postconf -M` output read back as other arguments,
+/// and a literal `-o` argument after it as an override.
+#[test]
+fn fuzz_braced_arguments_that_look_like_options_read_back() {
+    for (line, args, overrides) in [
+        (
+            "smtp inet n - n - - smtpd -o a=b -v { -  n 51 } x",
+            &["-v", "-  n 51", "x"][..],
+            1,
+        ),
+        (
+            "smtp inet n - n - - smtpd -v {-x} -o a=b",
+            &["-v", "-x", "-o", "a=b"][..],
+            0,
+        ),
+        (
+            "smtp inet n - n - - smtpd -- -o a=b",
+            &["--", "-o", "a=b"][..],
+            0,
+        ),
+    ] {
+        let m = parse(line);
+        let s = &m.services[0];
+        assert_eq!(s.args, args, "{line}");
+        assert_eq!(s.overrides.len(), overrides, "{line}");
+        for text in [s.render(), s.render_folded()] {
+            let again = parse(&text);
+            assert_eq!(again.services[0].args, s.args, "{text}");
+            assert_eq!(again.services[0].overrides, s.overrides, "{text}");
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn never_panics(s in "\\PC*") {

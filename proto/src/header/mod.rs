@@ -147,6 +147,21 @@ pub fn header_end(msg: &[u8]) -> Option<usize> {
     None
 }
 
+/// [`header_end`] for a message that is still arriving (smtpd appends each
+/// read and asks again): `Some` only once more input cannot change the
+/// answer. Only complete lines are looked at, because an unfinished last
+/// line may still become a field (`Sub` + `ject: x`), a continuation or
+/// the blank line; [`header_end`] would take `Sub` for the first body
+/// line and the rest of the header block would become body text. When
+/// the message is complete, split it with [`header_end`].
+pub fn header_end_so_far(partial: &[u8]) -> Option<usize> {
+    let complete = partial
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    header_end(&partial[..complete])
+}
+
 /// The header fields at the start of `block`, stopping where
 /// [`header_end`] says the headers end (so the whole message may be
 /// passed). Never fails: a block that does not start with a field gives
@@ -253,6 +268,41 @@ fn words(value: &str) -> impl Iterator<Item = (&str, &str)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `header` fuzz target: smtpd asked [`header_end`] after
+    /// each read, and a read that ended inside a header line (`Sub`) ended
+    /// the header block there, so `Subject:` and everything after it were
+    /// stored as body. [`header_end_so_far`] decides on complete lines only,
+    /// so no prefix decides differently from the whole message.
+    #[test]
+    fn fuzz_header_end_so_far_is_stable_across_reads() {
+        let crash: &[u8] = b"To: a@b\r\nSubject: only headers";
+        assert_eq!(
+            header_end(&crash[..12]),
+            Some(9),
+            "the old, premature answer"
+        );
+        let messages: &[&[u8]] = &[
+            crash,
+            b"To: a@b\r\nSubject: x\r\n folded\r\n\r\nbody\r\n",
+            b"Subject: a\nnot a header\nX-After: b\n\n",
+            b"Subject: a\r\n\r",
+            b" leading continuation\r\n",
+            b"",
+        ];
+        for msg in messages {
+            let whole = header_end(msg);
+            for cut in 0..=msg.len() {
+                if let Some(end) = header_end_so_far(&msg[..cut]) {
+                    assert_eq!(Some(end), whole, "{msg:?} cut at {cut}");
+                }
+            }
+            // Once every line is complete, it is header_end's answer.
+            if msg.ends_with(b"\n") || msg.is_empty() {
+                assert_eq!(header_end_so_far(msg), whole, "{msg:?}");
+            }
+        }
+    }
 
     #[test]
     fn header_end_table() {

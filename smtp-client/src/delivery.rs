@@ -19,10 +19,11 @@ use queue::QueueFile;
 use queue::deliver::{RcptRequest, RcptResult, Request, Response, Status};
 use queue::file::Ret;
 use queue::log::{self, Delays, DeliveryLine};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 /// The delivery agent's long-lived state, shared by all deliveries.
@@ -38,6 +39,8 @@ pub struct Agent {
     /// Idle sessions.
     pub cache: Cache,
     stopping: AtomicBool,
+    /// Recipients being delivered now, by queue file and envelope position.
+    busy: Mutex<HashSet<(String, usize)>>,
 }
 
 /// The result for one recipient, before logging.
@@ -108,6 +111,7 @@ impl Agent {
                 rewriter,
                 cache,
                 stopping: AtomicBool::new(false),
+                busy: Mutex::new(HashSet::new()),
             },
             warnings,
         )
@@ -142,13 +146,72 @@ impl Agent {
                 return self.finish(req, handoff, self.all(req, o, "none", 0, None), false);
             }
         };
+        // A queue manager that died can leave a request for this message
+        // behind it (in this agent's queue, or being delivered by another
+        // task) while the queue manager that replaced it asks again. The
+        // queue file says what was delivered (mark_sent), and `busy` what
+        // is being delivered: neither is sent a second time.
+        let mut skipped = Vec::new();
+        let mut todo = Vec::with_capacity(req.recipients.len());
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+            for r in &req.recipients {
+                if qf.envelope.recipients.get(r.idx).is_some_and(|e| e.done) {
+                    skipped.push(already(r, Status::Sent, "2.0.0", "done already (delivered or bounced)"));
+                } else if !busy.insert((req.path.clone(), r.idx)) {
+                    skipped.push(already(
+                        r,
+                        Status::Deferred,
+                        "4.3.0",
+                        "a delivery of this recipient is in progress",
+                    ));
+                } else {
+                    todo.push(r.clone());
+                }
+            }
+        }
+        if !skipped.is_empty() {
+            log::info(&format!(
+                "{}: {} of {} recipients delivered already or being delivered (a request from a queue manager that has gone): not sent again",
+                req.queue_id,
+                skipped.len(),
+                req.recipients.len()
+            ));
+        }
+        if todo.is_empty() {
+            return Response {
+                req: req.req,
+                results: skipped,
+                site_failure: false,
+                hold_route: false,
+            };
+        }
+        // Released however this delivery ends (also if it panics).
+        let guard = Busy {
+            agent: self,
+            path: req.path.clone(),
+            idxs: todo.iter().map(|r| r.idx).collect(),
+        };
+        let whole;
+        let req = if skipped.is_empty() {
+            req
+        } else {
+            whole = Request {
+                recipients: todo,
+                ..req.clone()
+            };
+            &whole
+        };
         let (done, site) = if req.transport == "maildir" {
             (self.deliver_maildir(req, &qf).await, false)
         } else {
             self.deliver_smtp(req, &qf).await
         };
         mark_sent(req, &qf, &done);
-        self.finish(req, handoff, done, site)
+        drop(guard);
+        let mut resp = self.finish(req, handoff, done, site);
+        resp.results.extend(skipped);
+        resp
     }
 
     fn all(
@@ -586,6 +649,40 @@ fn mark_sent(req: &Request, qf: &QueueFile, done: &[Done]) {
             "{}: cannot mark delivered recipients in the queue file: {e}",
             req.queue_id
         ));
+    }
+}
+
+/// Recipients of one request marked busy in [`Agent`]; unmarked on drop.
+struct Busy<'a> {
+    agent: &'a Agent,
+    path: String,
+    idxs: Vec<usize>,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .agent
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for &i in &self.idxs {
+            busy.remove(&(self.path.clone(), i));
+        }
+    }
+}
+
+/// The result for a recipient this request does not deliver (see
+/// [`Agent::deliver`]); not logged as a delivery.
+fn already(r: &RcptRequest, status: Status, dsn: &str, reason: &str) -> RcptResult {
+    RcptResult {
+        idx: r.idx,
+        status,
+        dsn: dsn.to_string(),
+        reason: reason.to_string(),
+        relay: "none".to_string(),
+        remote_mta: None,
+        diagnostic: None,
     }
 }
 

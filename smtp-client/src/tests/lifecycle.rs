@@ -265,3 +265,61 @@ async fn a_session_the_server_closed_while_idle_is_not_reused() {
     assert_eq!(server.count(), 2);
     server.finish().await;
 }
+
+/// A request left behind by a queue manager that died, and the new queue
+/// manager's request for the same message: one delivery, never two.
+#[tokio::test]
+async fn a_recipient_done_in_the_queue_file_or_in_progress_is_not_delivered_again() {
+    let root = tempfile::tempdir().unwrap();
+    let md = root.path().join("Maildir");
+    let (agent, _) = Agent::new(&config("none"), None);
+    let q = queue_file("scan@contoso.com", &["a@contoso.com"], CONTENT);
+    let req = request(
+        &q,
+        "maildir",
+        &md.display().to_string(),
+        &["a@contoso.com"],
+        false,
+    );
+    let files = || std::fs::read_dir(md.join("new")).map_or(0, |d| d.count());
+
+    // Both at once: one is delivered, the other waits for it.
+    let (a, b) = tokio::join!(agent.deliver(&req), agent.deliver(&req));
+    let mut got: Vec<(Status, String, String)> = [a, b]
+        .into_iter()
+        .map(|r| {
+            let x = &r.results[0];
+            (x.status, x.dsn.clone(), x.reason.clone())
+        })
+        .collect();
+    // The delivered one first.
+    got.sort_by_key(|g| g.2 != "delivered to maildir");
+    assert_eq!(files(), 1, "{got:?}");
+    assert_eq!(
+        got[0],
+        (Status::Sent, "2.0.0".into(), "delivered to maildir".into())
+    );
+    assert!(
+        got[1]
+            == (
+                Status::Sent,
+                "2.0.0".into(),
+                "done already (delivered or bounced)".into()
+            )
+            || got[1]
+                == (
+                    Status::Deferred,
+                    "4.3.0".into(),
+                    "a delivery of this recipient is in progress".into()
+                ),
+        "{got:?}"
+    );
+
+    // Later: the file says done; nothing is delivered.
+    let r = agent.deliver(&req).await;
+    assert_eq!(
+        (r.results[0].status, r.results[0].reason.as_str()),
+        (Status::Sent, "done already (delivered or bounced)")
+    );
+    assert_eq!(files(), 1);
+}

@@ -82,12 +82,24 @@ fn queue_file(sender: &str, rcpts: &[&str], content: &[u8]) -> Queued {
     Queued { _dir: dir, path }
 }
 
+/// A request for a fresh copy of `q`'s queue file: the agent marks
+/// delivered recipients done in the file and never delivers them again, so
+/// a test that sends "the same" message twice needs two files.
 fn request(q: &Queued, transport: &str, nexthop: &str, rcpts: &[&str], more: bool) -> Request {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let now = queue::time::micros(SystemTime::now());
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let copy = PathBuf::from(format!("{}.{n}", q.path.display()));
+    // A path that does not exist stays one (tests of unreadable files).
+    let path = if std::fs::copy(&q.path, &copy).is_ok() {
+        copy
+    } else {
+        q.path.clone()
+    };
     Request {
         req: 1,
         queue_id: "ABCDEF1234".into(),
-        path: q.path.display().to_string(),
+        path: path.display().to_string(),
         transport: transport.into(),
         nexthop: nexthop.into(),
         sender: "scan@contoso.com".into(),

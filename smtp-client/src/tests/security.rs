@@ -393,18 +393,18 @@ async fn xoauth2_sends_the_bearer_token_and_answers_an_error_challenge() {
     );
     cfg.smtp_sasl_mechanism_filter = vec!["xoauth2".into()];
     let q = queue_file("scan@contoso.com", &["a@contoso.com"], CONTENT);
-    let req = request(&q, "smtp", &bracket(server.addr), &["a@contoso.com"], false);
+    let req = || request(&q, "smtp", &bracket(server.addr), &["a@contoso.com"], false);
     let agent = Agent::new(&cfg, None)
         .0
         .with_tokens(std::sync::Arc::new(FixedToken("tok-123")));
-    assert_eq!(agent.deliver(&req).await.results[0].status, Status::Sent);
-    let r = agent.deliver(&req).await;
+    assert_eq!(agent.deliver(&req()).await.results[0].status, Status::Sent);
+    let r = agent.deliver(&req()).await;
     assert!(r.hold_route);
     assert_eq!(
         (r.results[0].status, r.results[0].dsn.as_str()),
         (Status::Deferred, "4.7.3")
     );
-    assert_eq!(agent.deliver(&req).await.results[0].status, Status::Sent);
+    assert_eq!(agent.deliver(&req()).await.results[0].status, Status::Sent);
     server.finish().await;
 }
 

@@ -157,7 +157,12 @@ impl Agent {
             let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
             for r in &req.recipients {
                 if qf.envelope.recipients.get(r.idx).is_some_and(|e| e.done) {
-                    skipped.push(already(r, Status::Sent, "2.0.0", "done already (delivered or bounced)"));
+                    skipped.push(already(
+                        r,
+                        Status::Sent,
+                        "2.0.0",
+                        "done already (delivered or bounced)",
+                    ));
                 } else if !busy.insert((req.path.clone(), r.idx)) {
                     skipped.push(already(
                         r,

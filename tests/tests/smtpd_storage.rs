@@ -2,10 +2,9 @@
 //! system storage`, nothing partial left in the queue, and the next
 //! message goes through once there is room again.
 
+use postern_tests::harness::faults;
 use postern_tests::harness::{TestEnv, re, running_as_root};
 use postern_tests::sync_client::Smtp;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -32,32 +31,6 @@ fn queue_minfree_refuses_mail_before_any_data() {
     .unwrap();
 }
 
-/// Unmounts (lazily: the daemons may still hold files) when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount_tmpfs(dir: &Path, size: &str) -> Mount {
-    std::fs::create_dir_all(dir).unwrap();
-    let st = Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size},mode=0755"),
-            "tmpfs",
-        ])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount a tmpfs on {}", dir.display());
-    Mount(dir.to_path_buf())
-}
-
 #[test]
 fn disk_full_during_data_answers_452_and_leaves_nothing() {
     if !running_as_root() {
@@ -69,7 +42,7 @@ fn disk_full_during_data_answers_452_and_leaves_nothing() {
     let port = env.add_smtpd(&[]).unwrap();
     let spool = env.spool.clone();
     // Declared after env: unmounted before env's drop stops the daemons.
-    let _mount = mount_tmpfs(&spool, "3m");
+    let _mount = faults::mount_tmpfs(&spool, "3m").unwrap();
     env.start().unwrap();
     let (mut c, _) = Smtp::connect(port, None).unwrap();
     c.cmd("EHLO scanner").unwrap();

@@ -36,6 +36,22 @@ fn fail(s: &mut Session, code: u16, enh: &str, text: &str) {
 }
 
 /// Reads one SASL response line; `None` when the client cancelled.
+/// The client has used up its failed AUTH attempts: log it, answer 421
+/// and close.
+fn refuse_blocked(s: &mut Session, myhostname: &str) -> Next {
+    log::warning(&format!(
+        "{}: too many failed AUTH attempts; AUTH refused",
+        s.peer.namaddr()
+    ));
+    fail(
+        s,
+        421,
+        "4.7.0",
+        &format!("{myhostname} Error: too many failed authentication attempts"),
+    );
+    Next::Close
+}
+
 async fn response(s: &mut Session, challenge: &str) -> Result<Option<String>, End> {
     s.reply(334, "", challenge);
     let line = match s.next_line().await? {
@@ -75,20 +91,7 @@ pub async fn auth(s: &mut Session, mechanism: &str, initial: Option<String>) -> 
         return Ok(Next::Continue);
     }
     if s.shared.failures.blocked(s.peer.addr) {
-        log::warning(&format!(
-            "{}: too many failed AUTH attempts; AUTH refused",
-            s.peer.namaddr()
-        ));
-        fail(
-            s,
-            421,
-            "4.7.0",
-            &format!(
-                "{} Error: too many failed authentication attempts",
-                cfg.myhostname
-            ),
-        );
-        return Ok(Next::Close);
+        return Ok(refuse_blocked(s, &cfg.myhostname));
     }
     let rate = if s.shared.limit_exceptions.matches(s.peer.addr, false) {
         Ok(())
@@ -185,20 +188,7 @@ pub async fn auth(s: &mut Session, mechanism: &str, initial: Option<String>) -> 
     let turn = shared.failures.turn(s.peer.addr).await;
     if shared.failures.blocked(s.peer.addr) {
         drop(turn);
-        log::warning(&format!(
-            "{}: too many failed AUTH attempts; AUTH refused",
-            s.peer.namaddr()
-        ));
-        fail(
-            s,
-            421,
-            "4.7.0",
-            &format!(
-                "{} Error: too many failed authentication attempts",
-                cfg.myhostname
-            ),
-        );
-        return Ok(Next::Close);
+        return Ok(refuse_blocked(s, &cfg.myhostname));
     }
     let ok = match (&creds, &s.shared.auth) {
         (Some((user, pass)), Some(a)) => a.verify(user, pass).await,

@@ -1,6 +1,6 @@
 //! The queue manager's state: active messages, their recipients and
 //! outcomes, the deferred schedule, and the pending index changes that are
-//! committed once per event-loop turn.
+//! committed together, at most every few milliseconds.
 
 use crate::agents::{AgentConn, Event};
 use crate::bounce::{self, Addressing, Failure, Kind, Original};
@@ -788,6 +788,8 @@ impl Manager {
 
     /// Makes deferred messages for one site (`-s`, the recipient domain) due now.
     pub fn flush_site(&mut self, site: &str) {
+        // Recipients' done flags are read from the index.
+        self.commit();
         let now = now_us();
         let ids: Vec<String> = self.due_of.keys().cloned().collect();
         let site = site.to_ascii_lowercase();

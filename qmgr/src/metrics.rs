@@ -13,7 +13,7 @@
 //!   then lists the token) and after each scrape.
 //!
 //! Nothing is collected in between: a request marks the snapshot wanted,
-//! the event loop builds it once per turn after committing the index (so
+//! the event loop builds it once per turn, committing the index first (so
 //! the index it reads is current) and hands it to the waiting requests.
 //! Scrapes never touch the manager's state themselves, and a hung
 //! scheduler shows as a stale snapshot, not as a hung endpoint.
@@ -228,13 +228,15 @@ impl Wanted {
 }
 
 /// Builds and publishes a snapshot if one was asked for since the last
-/// turn. Called by the event loop after it committed the index.
+/// turn. Called by the event loop once per turn.
 pub fn refresh(m: &mut Manager) {
     let scraped = m.metrics.shared.pending.swap(false, Ordering::SeqCst);
     if !scraped && m.metrics.answer.is_empty() {
         return;
     }
     let answered = std::mem::take(&mut m.metrics.answer);
+    // The snapshot reads the index: commit what is pending first.
+    m.commit();
     let snap = snapshot(m, answered);
     let json = render::json(&snap).to_string();
     let text = render::prometheus(&snap);

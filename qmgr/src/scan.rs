@@ -154,6 +154,8 @@ impl Manager {
     /// not know (moved there by postsuper, or missed) are taken in; known
     /// messages whose file is gone (postsuper -d) are forgotten.
     pub fn rescan(&mut self) {
+        // The index is read below: it must have this turn's changes.
+        self.commit();
         self.remove_stale_temp_files();
         let now = queue::time::micros(std::time::SystemTime::now());
         // Account ledger entries older than any window in use.

@@ -2,8 +2,8 @@
 //! Every message taken in, and each recipient's outcome of every delivery
 //! attempt, become rows of the index's tracking tables
 //! (`queue::index::track`), queued as [`Op::Track`] and committed with the
-//! other index changes of the event-loop turn: no commit, fsync or process
-//! of their own. Old rows are pruned in bounded batches at each rescan.
+//! other pending index changes (one commit at most every 10 ms): no
+//! commit, fsync or process of their own. Old rows are pruned in bounded batches at each rescan.
 //! `tracking_retention_time = 0` turns all of it off.
 
 use crate::bounce::Failure;

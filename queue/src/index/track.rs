@@ -11,8 +11,8 @@
 //! - `track_attempts`: one row per recipient per delivery attempt (time,
 //!   recipient, relay, delay, DSN, status, the reply).
 //!
-//! qmgr writes both inside the batched transaction it commits once per
-//! event-loop turn (no extra commit or fsync per message); `postern log`
+//! qmgr writes both inside the batched transaction it commits at most
+//! every 10 ms (no extra commit or fsync per message); `postern log`
 //! reads them through a read-only connection while qmgr runs (WAL).
 //! Pruning deletes in bounded batches so the queue manager never stalls.
 //!

@@ -26,6 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+/// Queue files up to this size are read on the event loop.
+pub(crate) const INLINE_READ_LIMIT: u64 = 256 * 1024;
+
 /// The delivery agent's long-lived state, shared by all deliveries.
 #[derive(Debug)]
 pub struct Agent {
@@ -132,8 +135,16 @@ impl Agent {
     /// Handles one request; never fails: every problem becomes a result.
     pub async fn deliver(&self, req: &Request) -> Response {
         let handoff = SystemTime::now();
-        let path = req.path.clone();
-        let read = tokio::task::spawn_blocking(move || QueueFile::read(Path::new(&path))).await;
+        // A small file was just written and is in the page cache: reading
+        // it here costs less than handing it to the blocking pool; a large
+        // one is read there, so that it does not hold up other deliveries.
+        let small = std::fs::metadata(&req.path).is_ok_and(|m| m.len() <= INLINE_READ_LIMIT);
+        let read = if small {
+            Ok(QueueFile::read(Path::new(&req.path)))
+        } else {
+            let path = req.path.clone();
+            tokio::task::spawn_blocking(move || QueueFile::read(Path::new(&path))).await
+        };
         let qf = match read {
             Ok(Ok(qf)) => qf,
             Ok(Err(e)) => {

@@ -409,6 +409,50 @@ async fn long_lines_are_broken_and_dots_stuffed() {
     assert_eq!(r.results[0].status, Status::Sent);
 }
 
+/// Queue files up to the inline limit are read on the event loop, larger
+/// ones on the blocking pool: both arrive whole.
+#[tokio::test]
+async fn small_and_large_queue_files_are_delivered_whole() {
+    let limit = crate::delivery::INLINE_READ_LIMIT as usize;
+    for body_len in [1000, limit + 64 * 1024] {
+        let line = format!("{}\r\n", "y".repeat(76));
+        let body = line.repeat(body_len / line.len() + 1);
+        let content = format!("Subject: size {body_len}\r\n\r\n{body}");
+        let want = content.clone();
+        let server = FakeServer::start("127.0.0.1:0", move |mut c, _| {
+            let want = want.clone();
+            async move {
+                c.greet_ehlo(EHLO_PLAIN).await;
+                read_envelope(&mut c, 1).await;
+                for l in ["250 ok", "250 ok", "354 go"] {
+                    c.say(l).await;
+                }
+                let data = String::from_utf8(c.data().await).unwrap();
+                assert_eq!(data.len(), want.len());
+                assert!(data == want, "the content changed on the way");
+                c.say("250 ok").await;
+                c.quit().await;
+            }
+        })
+        .await;
+        let (agent, _) = Agent::new(&config("none"), None);
+        let q = queue_file("scan@contoso.com", &["a@contoso.com"], content.as_bytes());
+        let size = std::fs::metadata(&q.path).unwrap().len() as usize;
+        assert_eq!(size > limit, body_len > limit, "queue file of {size} bytes");
+        let r = agent
+            .deliver(&request(
+                &q,
+                "smtp",
+                &bracket(server.addr),
+                &["a@contoso.com"],
+                false,
+            ))
+            .await;
+        server.finish().await;
+        assert_eq!(r.results[0].status, Status::Sent, "{body_len}: {r:?}");
+    }
+}
+
 #[tokio::test]
 async fn message_over_the_servers_size_limit_bounces_without_mail_from() {
     let server = FakeServer::start("127.0.0.1:0", |mut c, _| async move {

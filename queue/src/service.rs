@@ -2,8 +2,9 @@
 //! `-c DIR -n service -t type -o name=value -v`, load and validate the
 //! configuration (a bad configuration is fatal, with every problem logged),
 //! set up logging as `$syslog_name/<program>`, take the listening sockets the
-//! supervisor opened (`POSTERN_LISTEN_FDS=n`, descriptors 3 .. 3+n), and,
-//! when started as root, drop privileges to `mail_owner` for good.
+//! supervisor opened (`POSTERN_LISTEN_FDS=n`, descriptors 3 .. 3+n), when
+//! started as root drop privileges to `mail_owner` for good, and forbid
+//! core dumps.
 
 use crate::layout::Queue;
 use conf::{Config, Origin};
@@ -172,6 +173,7 @@ fn start_with_ident<T>(
     }
     // After the privilege drop: changing credentials clears the setting.
     follow_supervisor();
+    forbid_core_dumps();
     let queue = Queue::new(&cfg.queue_directory);
     (
         Started {
@@ -220,6 +222,25 @@ pub fn follow_supervisor() {
             "the supervisor (pid {master}) has gone away -- exiting"
         ));
         std::process::exit(0);
+    }
+}
+
+/// Marks the process not dumpable (`PR_SET_DUMPABLE` 0): no core file, no
+/// ptrace by the same user, the files in /proc/PID owned by root. The
+/// daemons hold relay passwords, OAuth2 tokens and TLS keys in memory.
+/// Started by root they lose dumpability anyway when they switch to
+/// `mail_owner`; started by an ordinary user (the embedded default) they
+/// would otherwise keep it, and a crash with core dumps enabled would write
+/// those secrets to disk.
+/// A failure is logged and start-up goes on.
+pub fn forbid_core_dumps() {
+    // SAFETY: prctl(PR_SET_DUMPABLE) with a valid value; no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong) };
+    if r != 0 {
+        crate::log::warning(&format!(
+            "cannot disable core dumps (prctl PR_SET_DUMPABLE): {}",
+            std::io::Error::last_os_error()
+        ));
     }
 }
 

@@ -7,7 +7,8 @@
 //! SIGSEGV and SIGABRT, and a core file of the supervisor killed with
 //! SIGABRT (when /proc/sys/kernel/core_pattern writes core files to the
 //! working directory) — contains a password, token or client secret, in
-//! plain, base64, AUTH PLAIN or XOAUTH2 form. The scan is the harness's
+//! plain, base64, AUTH PLAIN or XOAUTH2 form. The daemons themselves are
+//! not dumpable, so they leave no core file to scan. The scan is the harness's
 //! (`harness::secrets`, also run when every TestEnv is dropped); the last
 //! test proves it fires.
 
@@ -164,6 +165,24 @@ fn crash(env: &TestEnv, prog: &str, sig: Signal) {
     env.wait_daemon_restart(prog, pid, WAIT).unwrap();
 }
 
+/// Asserts that the running `prog` is not dumpable: the kernel then gives
+/// the files in /proc/PID (not the directory itself) to root, whoever the
+/// process runs as. That holds when the
+/// tests run as an ordinary user too, where no privilege switch clears the
+/// flag and only the daemon's own prctl does.
+fn assert_not_dumpable(env: &TestEnv, prog: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let pid = env.daemon_pid(prog).unwrap_or_else(|| panic!("no {prog}"));
+    let file = format!("/proc/{pid}/environ");
+    let uid = std::fs::metadata(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .uid();
+    assert_eq!(
+        uid, 0,
+        "{prog}[{pid}] is dumpable (a core file could hold secrets): {file} belongs to uid {uid}"
+    );
+}
+
 /// Aborts the supervisor (SIGABRT); returns the core files in the test
 /// directory afterwards, and whether one was expected.
 fn abort_supervisor(env: &mut TestEnv) -> (Vec<std::path::PathBuf>, bool) {
@@ -251,6 +270,9 @@ fn no_secret_leaks_with_password_auth() {
             && names.contains(&format!("password of {TEST_USER}")),
         "{names:?}"
     );
+    for prog in ["smtpd", "pickup", "qmgr", "smtp"] {
+        assert_not_dumpable(&env, prog);
+    }
     let outputs = tools(&env, &[]);
     crash(&env, "smtp", Signal::SIGSEGV);
     crash(&env, "qmgr", Signal::SIGABRT);

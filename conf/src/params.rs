@@ -460,6 +460,8 @@ registry! {
         "Refuse VRFY (postern's default differs from Postfix: a relay has nobody to verify).";
     smtpd_recipient_limit: i64, POSITIVE, "1000",
         "Most recipients accepted per message.";
+    smtpd_recipient_overshoot_limit: i64, NONNEG, "1000",
+        "Recipients refused for smtpd_recipient_limit in one transaction before each further one counts as an error.";
     smtpd_timeout: Duration, TIME_S, "300s",
         "Time limit for reading a client command or data, and for sending a reply.";
     smtpd_starttls_timeout: Duration, TIME_S, "300s",

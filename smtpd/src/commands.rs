@@ -393,8 +393,16 @@ async fn rcpt(
     };
     tx.rcpt_tries += 1;
     if tx.rcpts.len() as i64 >= cfg.smtpd_recipient_limit {
+        // As Postfix: the first smtpd_recipient_overshoot_limit surplus
+        // recipients of a transaction are only refused; each one after
+        // that is an error too, so a flood ends at smtpd_hard_error_limit.
+        tx.rcpt_overshoot += 1;
+        let error = tx.rcpt_overshoot > cfg.smtpd_recipient_overshoot_limit;
         s.count("rcpt", false);
         s.reply(452, "4.5.3", "Error: too many recipients");
+        if error {
+            s.error().await?;
+        }
         return Ok(Next::Continue);
     }
     let addr = match &path {

@@ -50,6 +50,9 @@ pub struct Tx {
     pub rcpts: Vec<(String, Option<String>, Option<String>)>,
     /// RCPT commands tried (accepted or not).
     pub rcpt_tries: usize,
+    /// RCPT commands refused because `smtpd_recipient_limit` was reached;
+    /// past `smtpd_recipient_overshoot_limit` each counts as an error.
+    pub rcpt_overshoot: i64,
     /// Queue ID, assigned at the first accepted recipient.
     pub id: Option<QueueId>,
 }

@@ -577,42 +577,49 @@ fn hundred_megabyte_message_is_refused_without_buffering() {
     assert_queue_empty(&env);
 }
 
-/// 10,000 recipients in one transaction: the first smtpd_recipient_limit
-/// (1000) are accepted, every further one gets `452 4.5.3 Error: too many
-/// recipients`, and the message goes to the 1000.
-///
-/// (Postfix would also count each recipient beyond
-/// smtpd_recipient_limit + smtpd_recipient_overshoot_limit (1000) as an
-/// error and hang up at smtpd_hard_error_limit; postern has no overshoot
-/// limit and answers 452 to all of them.)
+/// Sends `n` RCPTs pipelined in batches of 500 (numbered from `first`) and
+/// counts the replies by text.
+fn rcpt_flood(c: &mut Smtp, first: usize, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    let mut sent = 0;
+    while sent < n {
+        let batch = (n - sent).min(500);
+        let mut wire = String::new();
+        for i in 0..batch {
+            wire.push_str(&format!("RCPT TO:<r{}@contoso.test>\r\n", first + sent + i));
+        }
+        c.send(wire.as_bytes()).unwrap();
+        for _ in 0..batch {
+            let r = c.reply().unwrap();
+            *codes.entry(r.to_string()).or_default() += 1;
+        }
+        sent += batch;
+    }
+    codes
+}
+
+/// A recipient flood, with Postfix's limits. First transaction, 2,000
+/// RCPTs: the first smtpd_recipient_limit (1000) are accepted, the next
+/// smtpd_recipient_overshoot_limit (1000) get `452 4.5.3 Error: too many
+/// recipients` and count as nothing else, and the message goes to the
+/// 1000. Second transaction (the overshoot count starts again), 2,020
+/// RCPTs: the 20 past the overshoot limit are errors too (the ones past
+/// smtpd_soft_error_limit answered after smtpd_error_sleep_time), and at
+/// smtpd_hard_error_limit (20) the session ends with `421 4.7.0 ... Error:
+/// too many errors`. smtpd's memory stays bounded throughout.
 #[test]
-fn ten_thousand_recipients() {
+fn recipient_flood_is_refused_then_cut_off() {
     let _serial = serial();
-    const N: usize = 10_000;
     let (env, _maildir, port) = maildir_env(&[("default_transport", "discard:ok")], &[]);
     let pid = smtpd_pid(&env);
     let (rss0, _) = mem_kb(pid);
     let (mut c, _) = Smtp::connect(port, None).unwrap();
     c.cmd("EHLO many.lan").unwrap();
     assert_eq!(c.cmd("MAIL FROM:<list@contoso.test>").unwrap().code, 250);
-    let mut codes = std::collections::BTreeMap::<String, usize>::new();
-    for batch in 0..N / 500 {
-        let mut wire = String::new();
-        for i in 0..500 {
-            wire.push_str(&format!("RCPT TO:<r{}@contoso.test>\r\n", batch * 500 + i));
-        }
-        c.send(wire.as_bytes()).unwrap();
-        for _ in 0..500 {
-            let r = c.reply().unwrap();
-            *codes.entry(r.to_string()).or_default() += 1;
-        }
-    }
+    let too_many = "452 4.5.3 Error: too many recipients".to_string();
     assert_eq!(
-        codes.into_iter().collect::<Vec<_>>(),
-        vec![
-            ("250 2.1.5 Ok".to_string(), 1000),
-            ("452 4.5.3 Error: too many recipients".to_string(), N - 1000)
-        ]
+        rcpt_flood(&mut c, 0, 2000).into_iter().collect::<Vec<_>>(),
+        vec![("250 2.1.5 Ok".to_string(), 1000), (too_many.clone(), 1000)]
     );
     assert_eq!(c.cmd("DATA").unwrap().code, 354);
     c.send(b"Subject: to many\r\n\r\nhello\r\n.\r\n").unwrap();
@@ -622,10 +629,35 @@ fn ten_thousand_recipients() {
         .strip_prefix("2.0.0 Ok: queued as ")
         .unwrap_or_else(|| panic!("{r}"))
         .to_string();
-    c.cmd("QUIT").unwrap();
+
+    assert_eq!(c.cmd("MAIL FROM:<list@contoso.test>").unwrap().code, 250);
+    let started = Instant::now();
+    assert_eq!(
+        rcpt_flood(&mut c, 2000, 2020)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![("250 2.1.5 Ok".to_string(), 1000), (too_many, 1020)]
+    );
+    let r = c.reply().unwrap();
+    assert!(
+        r.code == 421
+            && r.text.starts_with("4.7.0 ")
+            && r.text.ends_with(" Error: too many errors"),
+        "{r}"
+    );
+    assert!(c.closed(), "the session goes on after 421");
+    // Errors 11 to 19 were each answered after smtpd_error_sleep_time (1s).
+    let slept = started.elapsed();
+    assert!(slept >= Duration::from_secs(9), "{slept:?}");
+    env.wait_log(
+        re(r"too many errors after RCPT from localhost\[127\.0\.0\.1\]"),
+        WAIT,
+    )
+    .unwrap();
+
     let (rss, hwm) = mem_kb(pid);
     eprintln!(
-        "{N} recipients: smtpd VmRSS {} -> {} MiB, VmHWM {} MiB",
+        "4,020 recipients: smtpd VmRSS {} -> {} MiB, VmHWM {} MiB",
         rss0 / MIB,
         rss / MIB,
         hwm / MIB

@@ -415,14 +415,16 @@ fn check_literal(d: &str) -> Result<(), AddressError> {
     let tag_ok = !tag.is_empty()
         && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !tag.ends_with('-');
-    // RFC 5321 dcontent also allows `<` and `>`, but a path cannot hold
-    // them (`<a@[x:>]>` ends at the first `>`): a bare `MAIL FROM:a@[x:<]`
-    // was accepted and then relayed as a path no one can read (found by
-    // fuzzing). They are refused like stray brackets elsewhere.
+    // RFC 5321 dcontent also allows `<`, `>` and `"`, but a path cannot
+    // hold them: `<a@[x:>]>` ends at the first `>`, and in
+    // `<a@[x:"]>` the quote hides the closing `>`. A bare
+    // `MAIL FROM:a@[x:<]` was accepted and then relayed as a path no one
+    // can read (both found by fuzzing). They are refused like stray
+    // brackets elsewhere.
     let content_ok = !content.is_empty()
-        && content
-            .bytes()
-            .all(|b| (33..=126).contains(&b) && !matches!(b, b'[' | b'\\' | b']' | b'<' | b'>'));
+        && content.bytes().all(|b| {
+            (33..=126).contains(&b) && !matches!(b, b'[' | b'\\' | b']' | b'<' | b'>' | b'"')
+        });
     if tag_ok && content_ok {
         Ok(())
     } else {
@@ -600,9 +602,14 @@ mod tests {
         ));
         assert!(parse_path(&format!("<{bare}>")).is_err());
         assert!(Mailbox::parse(&format!("abcd@{domain}")).is_ok()); // 256 as a path
-        // Found later: `<` or `>` in a general address literal printed as a
-        // path that does not parse (`<99@[V:<]>`).
-        for bare in ["99@[V:<]", "a@[x:>]"] {
+        // Found later: `<`, `>` or `"` in a general address literal printed
+        // as a path that does not parse (`<99@[V:<]>`, `<99@[1:1"w]>`).
+        for bare in [
+            "99@[V:<]",
+            "a@[x:>]",
+            "99@[111111:1111111111111\"w]",
+            "a@[x:\"]",
+        ] {
             assert!(Mailbox::parse(bare).is_err(), "{bare}");
         }
         assert!(Mailbox::parse("a@[x-tag:st=uff]").is_ok());

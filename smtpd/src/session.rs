@@ -57,13 +57,23 @@ pub struct Tx {
     pub id: Option<QueueId>,
 }
 
+/// The read buffer of a new session: enough for the command lines of an
+/// ordinary client, small so that thousands of idle sessions cost little.
+pub const READ_BUF_FIRST: usize = 1024;
+
+/// The read buffer once a client sends more (pipelined commands, message
+/// data).
+pub const READ_BUF: usize = 16 * 1024;
+
 /// The session state.
 pub struct Session {
     pub(crate) shared: Arc<Shared>,
     pub(crate) conn: Conn,
     pub(crate) reader: LineReader,
-    /// Read buffer, allocated once per session (zeroing a fresh one for
-    /// every read showed up in profiles).
+    /// Read buffer, kept for the session (zeroing a fresh one for every
+    /// read showed up in profiles): [`READ_BUF_FIRST`] bytes while the
+    /// client sends short commands, [`READ_BUF`] once a read fills it or a
+    /// message is read.
     pub(crate) rbuf: Vec<u8>,
     pub(crate) out: Vec<u8>,
     pub(crate) peer: Peer,
@@ -91,7 +101,7 @@ impl Session {
             shared,
             conn,
             reader: LineReader::new(max),
-            rbuf: vec![0u8; 16 * 1024],
+            rbuf: vec![0u8; READ_BUF_FIRST],
             out: Vec::with_capacity(1024),
             peer,
             helo: None,
@@ -165,10 +175,18 @@ impl Session {
     /// Reads more input into the line reader; false at end of input.
     pub async fn fill(&mut self) -> Result<(), End> {
         let limit = self.shared.cfg.smtpd_timeout;
+        if self.rbuf.is_empty() {
+            // DATA and BDAT borrow the buffer and put it back; should one
+            // ever not, a zero-length read would look like end of input.
+            self.rbuf = vec![0u8; READ_BUF_FIRST];
+        }
         match tokio::time::timeout(limit, self.conn.read(&mut self.rbuf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => Err(End::Lost("lost connection")),
             Ok(Ok(n)) => {
                 self.reader.feed(&self.rbuf[..n]);
+                if n == self.rbuf.len() && n < READ_BUF {
+                    self.rbuf.resize(READ_BUF, 0);
+                }
                 Ok(())
             }
             Err(_) => Err(End::Lost("timeout")),

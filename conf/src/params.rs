@@ -464,6 +464,10 @@ registry! {
         "Recipients refused for smtpd_recipient_limit in one transaction before each further one counts as an error.";
     smtpd_timeout: Duration, TIME_S, "300s",
         "Time limit for reading a client command or data, and for sending a reply.";
+    smtpd_per_request_deadline: bool, Bool, "no",
+        "Make smtpd_timeout a limit for receiving a whole command line, DATA text or BDAT chunk, not for each read; cuts off clients that trickle bytes.";
+    smtpd_min_data_rate: i64, POSITIVE, "500",
+        "With smtpd_per_request_deadline, the bytes per second of DATA and BDAT text that earn back deadline time, up to smtpd_timeout.";
     smtpd_starttls_timeout: Duration, TIME_S, "300s",
         "Time limit for the TLS handshake after STARTTLS or at connect (wrapper mode).";
     smtpd_hard_error_limit: i64, POSITIVE, "20",

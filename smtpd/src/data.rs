@@ -392,6 +392,7 @@ pub async fn data(s: &mut Session) -> Result<Next, End> {
     let cfg = &shared.cfg;
     let mode = bare_lf_mode(s);
     let mut rx = DataReceiver::new(cfg.message_size_limit, mode);
+    s.begin_request(true);
     let mut buf = std::mem::take(&mut s.rbuf);
     buf.resize(buf.len().max(crate::session::READ_BUF), 0);
     let mut out = Vec::with_capacity(64 * 1024);
@@ -443,6 +444,7 @@ pub async fn bdat(s: &mut Session, size: u64, last: bool) -> Result<Next, End> {
         }
     };
     let mut remaining = size;
+    s.begin_request(true);
     let mut buf = std::mem::take(&mut s.rbuf);
     buf.resize(buf.len().max(crate::session::READ_BUF), 0);
     let mut out = Vec::with_capacity(64 * 1024);

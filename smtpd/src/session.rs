@@ -13,8 +13,34 @@ use proto::status::EnhancedCode;
 use queue::QueueId;
 use queue::log;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Reads what the client sent into `buf`, waiting at most `timeout`, or
+/// what is left of `deadline` when there is one (which the wait then uses
+/// up and the bytes of DATA or BDAT earn back).
+async fn timed_read(
+    conn: &mut Conn,
+    buf: &mut [u8],
+    timeout: Duration,
+    deadline: &mut Option<Deadline>,
+) -> Result<usize, End> {
+    let limit = deadline.map_or(timeout, |d| d.left);
+    let started = Instant::now();
+    let n = match tokio::time::timeout(limit, conn.read(buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Lost("lost connection")),
+        Ok(Ok(n)) => n,
+        Err(_) => return Err(End::Lost("timeout")),
+    };
+    if let Some(d) = deadline.as_mut() {
+        d.left = d.left.saturating_sub(started.elapsed());
+        if let Some(rate) = d.rate {
+            let earned = Duration::from_secs_f64(n as f64 / rate as f64);
+            d.left = (d.left + earned).min(timeout);
+        }
+    }
+    Ok(n)
+}
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -65,6 +91,17 @@ pub const READ_BUF_FIRST: usize = 1024;
 /// data).
 pub const READ_BUF: usize = 16 * 1024;
 
+/// The time left to receive the request being read when
+/// `smtpd_per_request_deadline = yes` (as in Postfix 3.7): only time spent
+/// waiting in reads counts, and in DATA and BDAT every byte received earns
+/// back 1/`smtpd_min_data_rate` of a second, up to `smtpd_timeout`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    left: Duration,
+    /// Bytes per second that earn time back (DATA and BDAT only).
+    rate: Option<u64>,
+}
+
 /// The session state.
 pub struct Session {
     pub(crate) shared: Arc<Shared>,
@@ -75,6 +112,8 @@ pub struct Session {
     /// client sends short commands, [`READ_BUF`] once a read fills it or a
     /// message is read.
     pub(crate) rbuf: Vec<u8>,
+    /// The current request's deadline (`smtpd_per_request_deadline`).
+    pub(crate) deadline: Option<Deadline>,
     pub(crate) out: Vec<u8>,
     pub(crate) peer: Peer,
     pub(crate) helo: Option<String>,
@@ -102,6 +141,7 @@ impl Session {
             conn,
             reader: LineReader::new(max),
             rbuf: vec![0u8; READ_BUF_FIRST],
+            deadline: None,
             out: Vec::with_capacity(1024),
             peer,
             helo: None,
@@ -180,17 +220,24 @@ impl Session {
             // ever not, a zero-length read would look like end of input.
             self.rbuf = vec![0u8; READ_BUF_FIRST];
         }
-        match tokio::time::timeout(limit, self.conn.read(&mut self.rbuf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => Err(End::Lost("lost connection")),
-            Ok(Ok(n)) => {
-                self.reader.feed(&self.rbuf[..n]);
-                if n == self.rbuf.len() && n < READ_BUF {
-                    self.rbuf.resize(READ_BUF, 0);
-                }
-                Ok(())
-            }
-            Err(_) => Err(End::Lost("timeout")),
+        let n = timed_read(&mut self.conn, &mut self.rbuf, limit, &mut self.deadline).await?;
+        self.reader.feed(&self.rbuf[..n]);
+        if n == self.rbuf.len() && n < READ_BUF {
+            self.rbuf.resize(READ_BUF, 0);
         }
+        Ok(())
+    }
+
+    /// Starts the deadline of a request (a command line, or the message
+    /// text of DATA or one BDAT chunk when `data`) if
+    /// `smtpd_per_request_deadline` is on; without it each read may wait
+    /// `smtpd_timeout`.
+    pub fn begin_request(&mut self, data: bool) {
+        let cfg = &self.shared.cfg;
+        self.deadline = cfg.smtpd_per_request_deadline.then(|| Deadline {
+            left: cfg.smtpd_timeout,
+            rate: data.then_some(cfg.smtpd_min_data_rate.max(1) as u64),
+        });
     }
 
     /// Reads raw bytes (DATA, BDAT): what is buffered first, then the
@@ -208,11 +255,7 @@ impl Session {
         // About to wait for the client: it may be waiting for our replies.
         self.flush().await?;
         let limit = self.shared.cfg.smtpd_timeout;
-        match tokio::time::timeout(limit, self.conn.read(buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => Err(End::Lost("lost connection")),
-            Ok(Ok(n)) => Ok(n),
-            Err(_) => Err(End::Lost("timeout")),
-        }
+        timed_read(&mut self.conn, buf, limit, &mut self.deadline).await
     }
 
     /// Puts bytes back in front of the input (what followed the end of DATA).
@@ -225,6 +268,7 @@ impl Session {
     /// The next command line; replies are flushed before waiting for input
     /// (so a pipelining client gets them in one write).
     pub async fn next_line(&mut self) -> Result<Result<Line, ()>, End> {
+        self.begin_request(false);
         loop {
             match self.reader.next_line() {
                 Some(Ok(l)) => return Ok(Ok(l)),

@@ -404,9 +404,8 @@ fn ten_thousand_idle_connections() {
 ///
 /// (smtpd_timeout limits each wait, as Postfix's does with its default
 /// `smtpd_per_request_deadline = no`: a client that sends a byte just
-/// inside every timeout is not cut off. postern has neither
-/// smtpd_per_request_deadline nor smtpd_min_data_rate; such clients are
-/// bounded by smtpd_client_connection_count_limit and maxproc.)
+/// inside every timeout is not cut off; see
+/// [`trickling_clients_are_cut_off_with_per_request_deadline`].)
 #[test]
 fn slowloris_is_cut_off_by_smtpd_timeout() {
     let _serial = serial();
@@ -473,6 +472,117 @@ fn slowloris_is_cut_off_by_smtpd_timeout() {
         WAIT,
     )
     .unwrap();
+    wait_maildir(&maildir, 1);
+    assert_queue_empty(&env);
+}
+
+/// `smtpd_per_request_deadline = yes` (smtpd_timeout 2s): a client that
+/// trickles a command line or message text, each byte well inside the
+/// timeout, is cut off with the 421 after about 2 s, while a message sent
+/// at a steady 4,000 bytes/s (above smtpd_min_data_rate, 500) for 6 s
+/// arrives whole. On a listener without the deadline the same command
+/// trickle goes through, as in Postfix's default.
+#[test]
+fn trickling_clients_are_cut_off_with_per_request_deadline() {
+    let _serial = serial();
+    let mut env = TestEnv::new().unwrap();
+    let maildir = env.maildir("Maildir").unwrap();
+    env.set(
+        "default_transport",
+        &format!("maildir:{}", maildir.display()),
+    )
+    .unwrap();
+    let strict = env
+        .add_smtpd(&[
+            "smtpd_timeout=2s",
+            "smtpd_per_request_deadline=yes",
+            "smtpd_min_data_rate=500",
+        ])
+        .unwrap();
+    let lenient = env.add_smtpd(&["smtpd_timeout=2s"]).unwrap();
+    env.start().unwrap();
+
+    /// Sends `bytes` in pieces of `piece` bytes, one every 0.5 s, until
+    /// done or the server hangs up; returns how long that went on.
+    fn trickle(c: &mut Smtp, bytes: &[u8], piece: usize) -> Duration {
+        let t = Instant::now();
+        for p in bytes.chunks(piece) {
+            if c.send(p).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        t.elapsed()
+    }
+    fn session(port: u16, from: &str) -> Smtp {
+        let (mut c, g) = Smtp::connect(port, Some(from)).unwrap();
+        assert_eq!(g.code, 220, "{g}");
+        assert_eq!(c.cmd("EHLO trickle.lan").unwrap().code, 250);
+        c
+    }
+    fn start_data(c: &mut Smtp) {
+        assert_eq!(c.cmd("MAIL FROM:<app@contoso.test>").unwrap().code, 250);
+        assert_eq!(c.cmd("RCPT TO:<bob@contoso.test>").unwrap().code, 250);
+        assert_eq!(c.cmd("DATA").unwrap().code, 354);
+    }
+    const TIMEOUT_421: &str = "421 4.4.2 relay.test.example Error: timeout exceeded";
+    let line = "MAIL FROM:<trickle@contoso.test>\r\n".as_bytes();
+
+    // A command line, a byte every 0.5 s: 16 s of it would be needed.
+    let command = std::thread::spawn(move || {
+        let mut c = session(strict, "127.0.0.1");
+        trickle(&mut c, line, 1);
+        c.reply()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    });
+    // Message text, 10 bytes every 0.5 s (20 bytes/s, under 500).
+    let slow_data = std::thread::spawn(move || {
+        let mut c = session(strict, "127.0.0.1");
+        start_data(&mut c);
+        trickle(&mut c, &b"Subject: trickle\r\n\r\n".repeat(20), 10);
+        c.reply()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    });
+    // Message text at 4,000 bytes/s for 6 s, three times smtpd_timeout.
+    let steady = std::thread::spawn(move || {
+        let mut c = session(strict, "127.0.0.1");
+        start_data(&mut c);
+        let mut text = b"Subject: steady\r\n\r\n".to_vec();
+        let body = format!("{}\r\n", "y".repeat(998));
+        text.extend(body.repeat(24).as_bytes());
+        text.extend(b".\r\n");
+        let took = trickle(&mut c, &text, 2000);
+        let r = c.reply().unwrap();
+        (r.to_string(), took)
+    });
+    // Without the deadline: the same command trickle, 16 s, is served.
+    let lenient_command = std::thread::spawn(move || {
+        let mut c = session(lenient, "127.0.0.1");
+        trickle(&mut c, line, 1);
+        let r = c.reply().unwrap();
+        let _ = c.cmd("QUIT");
+        r.to_string()
+    });
+
+    assert_eq!(command.join().unwrap(), TIMEOUT_421);
+    assert_eq!(slow_data.join().unwrap(), TIMEOUT_421);
+    let (reply, took) = steady.join().unwrap();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as"), "{reply}");
+    assert!(took > Duration::from_secs(5), "{took:?}");
+    assert_eq!(lenient_command.join().unwrap(), "250 2.1.0 Ok");
+    for after in ["EHLO", "DATA"] {
+        env.wait_log_count(
+            LogMark(0),
+            re(&format!(
+                r"timeout after {after} from localhost\[127\.0\.0\.1\]"
+            )),
+            1,
+            WAIT,
+        )
+        .unwrap();
+    }
     wait_maildir(&maildir, 1);
     assert_queue_empty(&env);
 }

@@ -832,6 +832,11 @@ const DEFAULT_DIFFERENCES: &[(&str, &str, &str)] = &[
         "Postfix: 10s only under stress, which postern does not have",
     ),
     (
+        "smtpd_per_request_deadline",
+        "no",
+        "Postfix: yes only under stress, which postern does not have",
+    ),
+    (
         "smtpd_relay_restrictions",
         "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
         "never an open relay, and a clear refusal (DESIGN §7)",

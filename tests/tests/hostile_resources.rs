@@ -94,12 +94,7 @@ impl Drop for RssSampler {
 /// (`default_transport = maildir:<root>/Maildir`).
 fn maildir_env(extra: &[(&str, &str)], overrides: &[&str]) -> (TestEnv, std::path::PathBuf, u16) {
     let mut env = TestEnv::new().unwrap();
-    let maildir = env.maildir("Maildir").unwrap();
-    env.set(
-        "default_transport",
-        &format!("maildir:{}", maildir.display()),
-    )
-    .unwrap();
+    let maildir = env.deliver_to_maildir("Maildir").unwrap();
     env.set_many(extra).unwrap();
     let port = env.add_smtpd(overrides).unwrap();
     env.start().unwrap();
@@ -230,12 +225,7 @@ fn ten_thousand_idle_connections() {
     const MAXPROC: usize = N + 10;
     raise_nofile(N as u64 + 2000);
     let mut env = TestEnv::new().unwrap();
-    let maildir = env.maildir("Maildir").unwrap();
-    env.set(
-        "default_transport",
-        &format!("maildir:{}", maildir.display()),
-    )
-    .unwrap();
+    let maildir = env.deliver_to_maildir("Maildir").unwrap();
     // Loopback is in the default mynetworks, whose clients the per-client
     // limits do not apply to: only 127.0.0.1 is trusted here.
     env.set("mynetworks", "127.0.0.1/32").unwrap();
@@ -486,12 +476,7 @@ fn slowloris_is_cut_off_by_smtpd_timeout() {
 fn trickling_clients_are_cut_off_with_per_request_deadline() {
     let _serial = serial();
     let mut env = TestEnv::new().unwrap();
-    let maildir = env.maildir("Maildir").unwrap();
-    env.set(
-        "default_transport",
-        &format!("maildir:{}", maildir.display()),
-    )
-    .unwrap();
+    let maildir = env.deliver_to_maildir("Maildir").unwrap();
     let strict = env
         .add_smtpd(&[
             "smtpd_timeout=2s",
@@ -520,6 +505,12 @@ fn trickling_clients_are_cut_off_with_per_request_deadline() {
         assert_eq!(c.cmd("EHLO trickle.lan").unwrap().code, 250);
         c
     }
+    /// The server's reply, or the error that stood in for one.
+    fn reply_text(c: &mut Smtp) -> String {
+        c.reply()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    }
     fn start_data(c: &mut Smtp) {
         assert_eq!(c.cmd("MAIL FROM:<app@contoso.test>").unwrap().code, 250);
         assert_eq!(c.cmd("RCPT TO:<bob@contoso.test>").unwrap().code, 250);
@@ -532,18 +523,14 @@ fn trickling_clients_are_cut_off_with_per_request_deadline() {
     let command = std::thread::spawn(move || {
         let mut c = session(strict, "127.0.0.1");
         trickle(&mut c, line, 1);
-        c.reply()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|e| e.to_string())
+        reply_text(&mut c)
     });
     // Message text, 10 bytes every 0.5 s (20 bytes/s, under 500).
     let slow_data = std::thread::spawn(move || {
         let mut c = session(strict, "127.0.0.1");
         start_data(&mut c);
         trickle(&mut c, &b"Subject: trickle\r\n\r\n".repeat(20), 10);
-        c.reply()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|e| e.to_string())
+        reply_text(&mut c)
     });
     // Message text at 4,000 bytes/s for 6 s, three times smtpd_timeout.
     let steady = std::thread::spawn(move || {

@@ -180,12 +180,7 @@ fn smuggle(port: u16, subject: &str, vector: &[u8], variant: Variant) -> Vec<Str
 #[test]
 fn smuggling_vectors_never_split_a_message() {
     let mut env = TestEnv::new().unwrap();
-    let maildir = env.maildir("Maildir").unwrap();
-    env.set(
-        "default_transport",
-        &format!("maildir:{}", maildir.display()),
-    )
-    .unwrap();
+    let maildir = env.deliver_to_maildir("Maildir").unwrap();
     // (setting, index of the Postfix column postern must match; None: One)
     let modes: [(&str, Option<usize>); 3] =
         [("normalize", Some(1)), ("reject", Some(2)), ("no", None)];
@@ -363,12 +358,8 @@ fn per_client_connection_limit() {
 #[test]
 fn five_hundred_concurrent_sessions() {
     let mut env = TestEnv::new().unwrap();
-    let maildir = env.maildir("Maildir").unwrap();
+    let maildir = env.deliver_to_maildir("Maildir").unwrap();
     env.set_many(&[
-        (
-            "default_transport",
-            &format!("maildir:{}", maildir.display()),
-        ),
         ("default_process_limit", "600"),
         ("smtpd_client_connection_count_limit", "0"),
     ])

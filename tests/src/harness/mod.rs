@@ -870,6 +870,17 @@ impl TestEnv {
         Ok(dir)
     }
 
+    /// Creates the Maildir `<root>/<name>` (see [`TestEnv::maildir`]) and
+    /// makes it the `default_transport`, so every message lands there.
+    ///
+    /// # Errors
+    /// File errors.
+    pub fn deliver_to_maildir(&mut self, name: &str) -> Result<PathBuf> {
+        let dir = self.maildir(name)?;
+        self.set("default_transport", &format!("maildir:{}", dir.display()))?;
+        Ok(dir)
+    }
+
     /// Files (queue IDs) in queue `name` (`maildrop`, `incoming`,
     /// `active`, `deferred`, `hold`, `corrupt`), searched recursively,
     /// sorted; dot files skipped.

@@ -67,6 +67,32 @@ fn files(env: &TestEnv) -> BTreeMap<String, String> {
     out
 }
 
+/// Submits `id` with sendmail (the smart host being down) and waits for the
+/// new message's own `status=deferred` line, by its queue ID: a restart may
+/// have made older deferred messages due, and their retries log the same
+/// words meanwhile.
+fn submit_and_wait_deferred(env: &TestEnv, id: &str) {
+    let before = files(env);
+    let mark = env.log_mark();
+    submit(env, id);
+    let deadline = Instant::now() + WAIT;
+    let qid = loop {
+        if let Some(q) = files(env).into_keys().find(|q| !before.contains_key(q)) {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "{id} never left maildrop/");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    env.wait_log_since(
+        mark,
+        re(&format!(
+            r"{qid}: to=<bob@contoso\.test>, .*status=deferred"
+        )),
+        WAIT,
+    )
+    .unwrap_or_else(|e| panic!("{id} ({qid}): {e:#}"));
+}
+
 /// Waits until `postqueue -j` lists every queued file (messages retried
 /// meanwhile may show as active or deferred; held ones must show as hold).
 fn wait_listing_complete(env: &TestEnv, want: usize, held: &str) {
@@ -197,14 +223,12 @@ fn index_deleted_truncated_or_garbage_is_rebuilt_from_the_files_and_nothing_is_l
     }
 
     // While running: the index file is deleted under the queue manager.
-    let mark = env.log_mark();
     for p in index_paths(&env) {
         let _ = std::fs::remove_file(p);
     }
     // New mail still comes in and is queued.
-    submit(&env, "ix-after-delete");
+    submit_and_wait_deferred(&env, "ix-after-delete");
     ids.push("ix-after-delete".into());
-    env.wait_log_since(mark, "status=deferred", WAIT).unwrap();
     // The listing stays complete meanwhile...
     wait_listing_complete(&env, ids.len(), &held);
     // ...and a restart rebuilds the index from the files: all are listed.
@@ -215,11 +239,9 @@ fn index_deleted_truncated_or_garbage_is_rebuilt_from_the_files_and_nothing_is_l
     // While running: garbage over the live index.
     let [index, _, _] = index_paths(&env);
     std::fs::write(&index, vec![0xa5; 16 * 1024]).unwrap();
-    let mark = env.log_mark();
-    submit(&env, "ix-after-garbage");
-    ids.push("ix-after-garbage".into());
     // Queued all the same (the queue manager keeps its open index).
-    env.wait_log_since(mark, "status=deferred", WAIT).unwrap();
+    submit_and_wait_deferred(&env, "ix-after-garbage");
+    ids.push("ix-after-garbage".into());
     assert_eq!(files(&env).len(), ids.len());
     env.stop().unwrap();
     env.start().unwrap();

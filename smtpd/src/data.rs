@@ -392,9 +392,7 @@ pub async fn data(s: &mut Session) -> Result<Next, End> {
     let cfg = &shared.cfg;
     let mode = bare_lf_mode(s);
     let mut rx = DataReceiver::new(cfg.message_size_limit, mode);
-    s.begin_request(true);
-    let mut buf = std::mem::take(&mut s.rbuf);
-    buf.resize(buf.len().max(crate::session::READ_BUF), 0);
+    let mut buf = s.begin_data();
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
         let n = match s.read_raw(&mut buf).await {
@@ -444,9 +442,7 @@ pub async fn bdat(s: &mut Session, size: u64, last: bool) -> Result<Next, End> {
         }
     };
     let mut remaining = size;
-    s.begin_request(true);
-    let mut buf = std::mem::take(&mut s.rbuf);
-    buf.resize(buf.len().max(crate::session::READ_BUF), 0);
+    let mut buf = s.begin_data();
     let mut out = Vec::with_capacity(64 * 1024);
     while remaining > 0 {
         let want = buf.len().min(remaining as usize);

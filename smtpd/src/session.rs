@@ -26,13 +26,13 @@ async fn timed_read(
     deadline: &mut Option<Deadline>,
 ) -> Result<usize, End> {
     let limit = deadline.map_or(timeout, |d| d.left);
-    let started = Instant::now();
+    let started = deadline.is_some().then(Instant::now);
     let n = match tokio::time::timeout(limit, conn.read(buf)).await {
         Ok(Ok(0)) | Ok(Err(_)) => return Err(End::Lost("lost connection")),
         Ok(Ok(n)) => n,
         Err(_) => return Err(End::Lost("timeout")),
     };
-    if let Some(d) = deadline.as_mut() {
+    if let (Some(d), Some(started)) = (deadline.as_mut(), started) {
         d.left = d.left.saturating_sub(started.elapsed());
         if let Some(rate) = d.rate {
             let earned = Duration::from_secs_f64(n as f64 / rate as f64);
@@ -85,11 +85,11 @@ pub struct Tx {
 
 /// The read buffer of a new session: enough for the command lines of an
 /// ordinary client, small so that thousands of idle sessions cost little.
-pub const READ_BUF_FIRST: usize = 1024;
+const READ_BUF_FIRST: usize = 1024;
 
 /// The read buffer once a client sends more (pipelined commands, message
 /// data).
-pub const READ_BUF: usize = 16 * 1024;
+const READ_BUF: usize = 16 * 1024;
 
 /// The time left to receive the request being read when
 /// `smtpd_per_request_deadline = yes` (as in Postfix 3.7): only time spent
@@ -215,11 +215,6 @@ impl Session {
     /// Reads more input into the line reader; false at end of input.
     pub async fn fill(&mut self) -> Result<(), End> {
         let limit = self.shared.cfg.smtpd_timeout;
-        if self.rbuf.is_empty() {
-            // DATA and BDAT borrow the buffer and put it back; should one
-            // ever not, a zero-length read would look like end of input.
-            self.rbuf = vec![0u8; READ_BUF_FIRST];
-        }
         let n = timed_read(&mut self.conn, &mut self.rbuf, limit, &mut self.deadline).await?;
         self.reader.feed(&self.rbuf[..n]);
         if n == self.rbuf.len() && n < READ_BUF {
@@ -236,8 +231,20 @@ impl Session {
         let cfg = &self.shared.cfg;
         self.deadline = cfg.smtpd_per_request_deadline.then(|| Deadline {
             left: cfg.smtpd_timeout,
-            rate: data.then_some(cfg.smtpd_min_data_rate.max(1) as u64),
+            rate: data.then_some(cfg.smtpd_min_data_rate as u64),
         });
+    }
+
+    /// Starts reading message text (DATA, or one BDAT chunk): its deadline,
+    /// and the read buffer at full size, taken out of the session so that
+    /// [`Session::read_raw`] can fill it. The caller puts it back in
+    /// `rbuf` when the text is read; on an error the session ends, so the
+    /// buffer is not needed again.
+    pub fn begin_data(&mut self) -> Vec<u8> {
+        self.begin_request(true);
+        let mut buf = std::mem::take(&mut self.rbuf);
+        buf.resize(buf.len().max(READ_BUF), 0);
+        buf
     }
 
     /// Reads raw bytes (DATA, BDAT): what is buffered first, then the

@@ -499,8 +499,8 @@ fn trickling_clients_are_cut_off_with_per_request_deadline() {
         }
         t.elapsed()
     }
-    fn session(port: u16, from: &str) -> Smtp {
-        let (mut c, g) = Smtp::connect(port, Some(from)).unwrap();
+    fn session(port: u16) -> Smtp {
+        let (mut c, g) = Smtp::connect(port, Some("127.0.0.1")).unwrap();
         assert_eq!(g.code, 220, "{g}");
         assert_eq!(c.cmd("EHLO trickle.lan").unwrap().code, 250);
         c
@@ -521,20 +521,20 @@ fn trickling_clients_are_cut_off_with_per_request_deadline() {
 
     // A command line, a byte every 0.5 s: 16 s of it would be needed.
     let command = std::thread::spawn(move || {
-        let mut c = session(strict, "127.0.0.1");
+        let mut c = session(strict);
         trickle(&mut c, line, 1);
         reply_text(&mut c)
     });
     // Message text, 10 bytes every 0.5 s (20 bytes/s, under 500).
     let slow_data = std::thread::spawn(move || {
-        let mut c = session(strict, "127.0.0.1");
+        let mut c = session(strict);
         start_data(&mut c);
         trickle(&mut c, &b"Subject: trickle\r\n\r\n".repeat(20), 10);
         reply_text(&mut c)
     });
     // Message text at 4,000 bytes/s for 6 s, three times smtpd_timeout.
     let steady = std::thread::spawn(move || {
-        let mut c = session(strict, "127.0.0.1");
+        let mut c = session(strict);
         start_data(&mut c);
         let mut text = b"Subject: steady\r\n\r\n".to_vec();
         let body = format!("{}\r\n", "y".repeat(998));
@@ -546,7 +546,7 @@ fn trickling_clients_are_cut_off_with_per_request_deadline() {
     });
     // Without the deadline: the same command trickle, 16 s, is served.
     let lenient_command = std::thread::spawn(move || {
-        let mut c = session(lenient, "127.0.0.1");
+        let mut c = session(lenient);
         trickle(&mut c, line, 1);
         let r = c.reply().unwrap();
         let _ = c.cmd("QUIT");
